@@ -121,9 +121,13 @@ def open_image(src: ImageLike, max_side: int | None = MAX_SIDE, max_pixels: int 
         raise ImageError(f"{name}: has no pixels ({w}x{h})")
     if w * h > max_pixels:
         if getattr(img, "format", None) == "JPEG":
-            # draft() makes libjpeg decode at 1/2, 1/4 or 1/8 scale: cheap and bounded.
-            scale = (w * h / max_pixels) ** 0.5
-            img.draft("RGB", (int(w / scale), int(h / scale)))
+            # draft() makes libjpeg decode at 1/2, 1/4 or 1/8 scale: cheap and bounded. It keeps
+            # the result at least as large as the request, so ask for the power-of-two reduction
+            # that fits (asking for the exact fit gives 1/2 for 20000x20000, still too many pixels).
+            k = 2
+            while k < 8 and -(-w // k) * -(-h // k) > max_pixels:
+                k *= 2
+            img.draft("RGB", (w // k, h // k))
         if img.size[0] * img.size[1] > max_pixels:
             raise ImageError(
                 f"{name}: {w}x{h} pixels is more than the {max_pixels:,} this tool decodes; "
