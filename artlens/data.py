@@ -26,7 +26,7 @@ __all__ = [
     "DataError", "data_config", "eval_transform", "train_transform", "AUGMENTATIONS",
     "load_data", "group_from_filename", "load_label_map", "apply_label_map", "compose_labels",
     "cap_per_class", "class_weights", "split_data", "save_split", "load_split", "TorchDataset",
-    "five_crops", "jpeg_reencode",
+    "five_crops", "jpeg_reencode", "PERTURBATIONS", "parse_perturbations", "perturb",
 ]
 
 
@@ -366,3 +366,43 @@ class TorchDataset(torch.utils.data.Dataset):
         if crop is not None:
             img = five_crops(img, self.five_crop)[crop]
         return self.transform(img), self.labels[j]
+
+
+# ---------------------------------------------------------------- perturbations (robustness evaluation)
+
+PERTURBATIONS = ("jpeg", "scale", "crop", "upscale", "aspect")
+
+
+def parse_perturbations(specs: Sequence[str] | None) -> list[tuple[str, float]]:
+    """``["jpeg:30,50", "scale:0.25"]`` -> ``[("jpeg", 30), ("jpeg", 50), ("scale", 0.25)]``."""
+    out = []
+    for spec in specs or []:
+        kind, _, vals = str(spec).partition(":")
+        if kind not in PERTURBATIONS or not vals:
+            raise DataError(f"bad perturbation '{spec}'; use KIND:V1,V2 with KIND in {', '.join(PERTURBATIONS)} "
+                            f"(e.g. jpeg:30,50 scale:0.25,0.5 crop:0.6 upscale:1024 aspect:1.5)")
+        try:
+            out += [(kind, float(v)) for v in vals.split(",") if v]
+        except ValueError:
+            raise DataError(f"bad perturbation value in '{spec}': numbers expected") from None
+    return out
+
+
+def perturb(img: Image.Image, kind: str, value: float) -> Image.Image:
+    """jpeg:Q re-encode at quality Q; scale:F downscale by F; crop:F centre crop keeping F of each side;
+    upscale:S resize so the longer side is S px; aspect:R stretch the width by R."""
+    w, h = img.size
+    if kind == "jpeg":
+        return jpeg_reencode(img, int(value))
+    if kind == "scale":
+        return img.resize((max(8, round(w * value)), max(8, round(h * value))), Image.BICUBIC)
+    if kind == "crop":
+        cw, ch = max(8, round(w * value)), max(8, round(h * value))
+        left, top = (w - cw) // 2, (h - ch) // 2
+        return img.crop((left, top, left + cw, top + ch))
+    if kind == "upscale":
+        s = value / max(w, h)
+        return img.resize((max(8, round(w * s)), max(8, round(h * s))), Image.BICUBIC)
+    if kind == "aspect":
+        return img.resize((max(8, round(w * value)), h), Image.BICUBIC)
+    raise DataError(f"unknown perturbation '{kind}'; use one of {', '.join(PERTURBATIONS)}")

@@ -1,0 +1,187 @@
+"""The ``artlens`` command: parses arguments, calls the library, prints results. Nothing else.
+
+Each subcommand has ``add_<name>_parser(sub)`` for its arguments and ``cmd_<name>(args)`` for its body.
+Errors a user can cause are printed as one line (no traceback) with exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .data import DataError
+from .images import ImageError
+from .models import ModelError
+
+USER_ERRORS = (ImageError, ModelError, DataError, FileNotFoundError)
+
+
+# ---------------------------------------------------------------- predict
+
+def add_predict_parser(sub):
+    p = sub.add_parser("predict", help="classify images (files or folders)")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("--model", default=None, help="style (default), artist, origin, a model folder, a Hub id or a timm name")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--tta", default=None, choices=["none", "flip", "crops"], help="test-time augmentation (default: the model's)")
+    p.add_argument("--json", action="store_true", help="one JSON object per image and line")
+    p.add_argument("--batch-size", type=int, default=16)
+
+
+def cmd_predict(args) -> int:
+    from .images import list_images
+    from .predict import Predictor
+
+    files = list_images(args.images)
+    if not files:
+        raise ImageError(f"no images found in {' '.join(args.images)}")
+    pred = Predictor(args.model, tta=args.tta, batch_size=args.batch_size)
+    status = 0
+    for start in range(0, len(files), args.batch_size):
+        chunk = files[start:start + args.batch_size]
+        try:
+            results = pred.predict([str(f) for f in chunk], top_k=args.top_k)
+        except ImageError:
+            # one bad file must not hide the results of the others: redo this batch one by one
+            results = []
+            for f in chunk:
+                try:
+                    results += pred.predict([str(f)], top_k=args.top_k)
+                except ImageError as e:
+                    results.append({"error": str(e)})
+                    status = 1
+        for f, r in zip(chunk, results):
+            r = {"file": str(f), **{k: v for k, v in r.items() if k != "probs"}}
+            if args.json:
+                print(json.dumps(r), flush=True)
+            elif "error" in r:
+                print(f"{f}\tERROR\t{r['error']}", flush=True)
+            else:
+                extra = f"\tp_ai={r['p_ai']:.3f} (threshold {r['threshold']:.3f})" if "p_ai" in r else ""
+                tops = ", ".join(f"{t['label']} {t['score']:.3f}" for t in r["top_k"])
+                print(f"{f}\t{r['label']}\t{r['score']:.3f}{extra}\t[{tops}]", flush=True)
+    return status
+
+
+# ---------------------------------------------------------------- evaluate
+
+def add_evaluate_parser(sub):
+    p = sub.add_parser("evaluate", help="metrics of one model on one imagefolder (trainers/evaluate.py for many x many)")
+    p.add_argument("--model", default=None, help="model reference (default: style)")
+    p.add_argument("--data", required=True, help="imagefolder (<label>/<image>) or Hub dataset id")
+    p.add_argument("--split", default=None)
+    p.add_argument("--max-per-class", type=int, default=None)
+    p.add_argument("--tta", default=None, choices=["none", "flip", "crops"])
+    p.add_argument("--perturb", default=None, help="one perturbation, e.g. jpeg:50 or scale:0.5")
+    p.add_argument("--json", action="store_true")
+
+
+def cmd_evaluate(args) -> int:
+    from .data import parse_perturbations
+    from .predict import Predictor, evaluate
+
+    pert = parse_perturbations([args.perturb])[0] if args.perturb else None
+    m = evaluate(Predictor(args.model, tta=args.tta), args.data, max_per_class=args.max_per_class,
+                 perturbation=pert, split=args.split)
+    if args.json:
+        print(json.dumps(m))
+    else:
+        for k in ("n", "accuracy", "balanced_accuracy", "f1_macro", "precision_macro", "recall_macro"):
+            print(f"{k:>18}: {m[k]:.4f}" if isinstance(m[k], float) else f"{k:>18}: {m[k]}")
+    return 0
+
+
+# ---------------------------------------------------------------- export / push
+
+def add_export_parser(sub):
+    p = sub.add_parser("export", help="write a model folder (timm + transformers + pipeline) from any model reference")
+    p.add_argument("model", help="model reference (folder, Hub id, timm name, style/artist/origin)")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--fp16", action="store_true", help="store weights in float16")
+    p.add_argument("--push-to-hub", default=None, metavar="REPO_ID")
+
+
+def cmd_export(args) -> int:
+    import torch
+
+    from .export import push_to_hub, save_model_folder
+    from .models import load_model
+
+    out = save_model_folder(load_model(args.model), args.out, dtype=torch.float16 if args.fp16 else None)
+    print(out)
+    if args.push_to_hub:
+        print(push_to_hub(out, args.push_to_hub))
+    return 0
+
+
+def add_push_parser(sub):
+    p = sub.add_parser("push", help="upload a model folder to the Hugging Face Hub")
+    p.add_argument("folder")
+    p.add_argument("repo_id")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--token", default=None, help="default: HF_TOKEN or the cached login")
+
+
+def cmd_push(args) -> int:
+    from .export import push_to_hub
+
+    print(push_to_hub(args.folder, args.repo_id, private=args.private, token=args.token))
+    return 0
+
+
+# ---------------------------------------------------------------- explain
+
+def add_explain_parser(sub):
+    p = sub.add_parser("explain", help="heat maps: what the model looked at (Grad-CAM family, LIME)")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--model", default=None)
+    p.add_argument("--method", default="gradcam")
+    p.add_argument("--target", default=None, help="label to explain (default: the predicted one)")
+    p.add_argument("--layer", default=None, help="target layer name (default: found automatically)")
+    p.add_argument("--out", required=True, help="output folder")
+
+
+def cmd_explain(args) -> int:
+    raise NotImplementedError("artlens explain: being written (artlens/explain.py)")
+
+
+# ---------------------------------------------------------------- space
+
+def add_space_parser(sub):
+    p = sub.add_parser("space", help="run the Gradio Space locally")
+    p.add_argument("--style", default=None)
+    p.add_argument("--artist", default=None)
+    p.add_argument("--origin", default=None)
+    p.add_argument("--examples", default=None)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+
+
+def cmd_space(args) -> int:
+    raise NotImplementedError("artlens space: being written (spaces/artlens/app.py)")
+
+
+# ---------------------------------------------------------------- main
+
+COMMANDS = ("predict", "evaluate", "export", "push", "explain", "space")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="artlens", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        globals()[f"add_{name}_parser"](sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return globals()[f"cmd_{args.command}"](args) or 0
+    except USER_ERRORS as e:
+        print(f"artlens {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Model folders that load everywhere: timm (``local-dir:``), transformers (TimmWrapper) and ``pipeline``.
+
+A folder holds ``config.json``, ``model.safetensors``, a ``README.md`` model card, ``all_results.json``
+and, when given, the metrics files and the training config.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .models import fold_head, label_names as model_label_names, set_label_names
+
+__all__ = ["save_model_folder", "push_to_hub", "model_config"]
+
+# pretrained_cfg keys that describe the source checkpoint, not this export
+_DROP_CFG = ("url", "hf_hub_id", "hf_hub_filename", "file", "source", "state_dict", "tag", "label_offset",
+             "offline_package", "test_input_size", "test_crop_pct", "test_pool_size")
+
+
+def model_config(model: nn.Module, names: Sequence[str]) -> dict:
+    """``config.json`` content in timm's hub format.
+
+    timm's own ``save_for_hf`` writes ``num_classes`` into ``model_args``, which makes
+    transformers' TimmWrapper fail ("got multiple values for keyword argument 'num_classes'");
+    here ``num_classes`` lives only at the top level and in ``pretrained_cfg``.
+    """
+    cfg = {k: v for k, v in model.pretrained_cfg.items() if k not in _DROP_CFG and v is not None}
+    arch = cfg.pop("architecture", None) or model.default_cfg.get("architecture")
+    cfg["num_classes"] = model.num_classes
+    cfg.pop("label_names", None)
+    out = {
+        "architecture": arch,
+        "num_classes": model.num_classes,
+        "num_features": int(getattr(model, "num_features", 0)),
+        "global_pool": getattr(model, "global_pool", None) if isinstance(getattr(model, "global_pool", None), str) else "avg",
+        "label_names": list(names),
+        "pretrained_cfg": json.loads(json.dumps(cfg, default=list)),
+    }
+    return out
+
+
+def _atomic_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def save_model_folder(model: nn.Module, out_dir, label_names: Sequence[str] | None = None, metrics: dict | None = None,
+                      train_config: dict | None = None, datasets=None, card_fields: dict | None = None,
+                      dtype: torch.dtype | None = None, results: dict | None = None) -> Path:
+    """Write a model folder. The ArtNet head, if any, is folded into a plain linear classifier first."""
+    from safetensors.torch import save_file
+
+    from .cards import render_model_card
+    from .metrics import save_metrics
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = fold_head(model).eval()
+    if label_names is not None:
+        set_label_names(model, label_names)
+    names = model_label_names(model)
+    cfg = model_config(model, names)
+    sd = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
+          for k, v in model.state_dict().items()}
+    tmp = out / "model.safetensors.tmp"
+    save_file(sd, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, out / "model.safetensors")
+    _atomic_json(out / "config.json", cfg)
+    if metrics:
+        save_metrics(metrics, out, prefix="test")
+    if train_config is not None:
+        import yaml
+
+        tmp = out / "train_config.yaml.tmp"
+        tmp.write_text(yaml.safe_dump(train_config, sort_keys=False))
+        os.replace(tmp, out / "train_config.yaml")
+    all_results = dict(results or {})
+    if metrics:
+        all_results.update({f"test_{k}": v for k, v in metrics.items()
+                            if k in ("accuracy", "balanced_accuracy", "f1_macro", "precision_macro", "recall_macro", "n")})
+    if "artlens_threshold" in model.pretrained_cfg:
+        all_results["threshold"] = model.pretrained_cfg["artlens_threshold"]
+    _atomic_json(out / "all_results.json", all_results)
+    fields = dict(card_fields or {})
+    fields.setdefault("model_name", out.name)
+    render_model_card(out / "README.md", architecture=cfg["architecture"], label_names=names,
+                      pretrained_cfg=model.pretrained_cfg, datasets=datasets, metrics=metrics,
+                      recipe=fields.pop("recipe", None) or _recipe(train_config), **fields)
+    return out
+
+
+def _recipe(cfg: dict | None) -> dict:
+    keys = ("model", "freeze", "head", "epochs", "optimizer", "lr", "schedule", "batch_size", "img_size", "aug",
+            "split", "label_smoothing", "class_weights", "cache_features", "tta", "seed")
+    return {k: cfg[k] for k in keys if cfg and k in cfg}
+
+
+def push_to_hub(folder, repo_id: str, private: bool = False, token: str | None = None,
+                commit_message: str = "Upload artlens model", repo_type: str = "model") -> str:
+    """Upload a folder (model or dataset) with huggingface_hub; token from the usual places."""
+    from huggingface_hub import HfApi
+
+    folder = Path(folder)
+    if repo_type == "model" and not (folder / "config.json").exists():
+        raise FileNotFoundError(f"{folder} is not a model folder (no config.json); export or train one first")
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type)
+    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type=repo_type,
+                             commit_message=commit_message,
+                             ignore_patterns=["*.tmp", "checkpoints/*", "*.pt", "*.pth", "*.bin"])
+    return str(getattr(info, "commit_url", info))

@@ -1,0 +1,147 @@
+"""Batched prediction with optional test-time augmentation and origin thresholds.
+
+What the CLI, the Space, the evaluator and the benchmarks call.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import nn
+
+from .data import data_config, eval_transform
+from .images import open_image
+from .models import load_model, label_names, resolve_ref
+
+__all__ = ["TTA_MODES", "tta_views", "predict_probs", "Predictor"]
+
+TTA_MODES = ("none", "flip", "crops")
+
+
+def tta_views(img: Image.Image, mode: str | bool | None, size: int) -> list[Image.Image]:
+    """The images whose predictions are averaged.
+
+    ``flip``: the image and its mirror. ``crops``: those two plus the four corner crops
+    (at the model's input scale), which look at details at full resolution.
+    """
+    mode = {True: "flip", False: "none", None: "none"}.get(mode, mode)
+    if mode not in TTA_MODES:
+        raise ValueError(f"unknown TTA mode '{mode}'; use one of {', '.join(TTA_MODES)}")
+    views = [img]
+    if mode in ("flip", "crops"):
+        views.append(ImageOps.mirror(img))
+    if mode == "crops":
+        from .data import five_crops
+
+        w, h = img.size
+        s = int(size * 1.25) / min(w, h)
+        big = img.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
+        views += five_crops(big, int(size * 1.25 * 0.8))[:4]
+    return views
+
+
+@torch.inference_mode()
+def predict_probs(model: nn.Module, images: Iterable, batch_size: int = 16, tta: str | bool | None = None,
+                  transform=None, progress: bool = False) -> np.ndarray:
+    """Softmax probabilities (N x C) for images (paths, PIL images, arrays...), opened with open_image."""
+    model.eval()
+    transform = transform or eval_transform(model)
+    size = int(data_config(model)["input_size"][-1])
+    device = next(model.parameters()).device
+    images = list(images)
+    out = []
+    it = range(0, len(images), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="predict", unit="batch")
+    for start in it:
+        batch, counts = [], []
+        for src in images[start:start + batch_size]:
+            views = tta_views(open_image(src), tta, size)
+            batch += [transform(v) for v in views]
+            counts.append(len(views))
+        probs = model(torch.stack(batch).to(device)).float().softmax(-1).cpu().numpy()
+        i = 0
+        for c in counts:
+            out.append(probs[i:i + c].mean(0))
+            i += c
+    return np.stack(out) if out else np.zeros((0, model.num_classes), dtype=np.float32)
+
+
+class Predictor:
+    """A loaded model with its labels, preprocessing, TTA mode and (for origin models) threshold."""
+
+    def __init__(self, ref: str | os.PathLike | None = None, task: str = "style", tta: str | bool | None = None,
+                 model: nn.Module | None = None, batch_size: int = 16):
+        self.ref = resolve_ref(ref, task) if model is None else str(ref or "model")
+        self.model = model if model is not None else load_model(ref, task=task)
+        self.model.eval()
+        cfg = self.model.pretrained_cfg
+        self.labels = label_names(self.model)
+        self.transform = eval_transform(self.model)
+        self.tta = tta if tta is not None else cfg.get("artlens_tta", "none")
+        self.threshold = cfg.get("artlens_threshold")
+        self.positive = cfg.get("artlens_positive", "ai" if "ai" in self.labels else None)
+        self.batch_size = batch_size
+        folder = self.ref[len("local-dir:"):] if self.ref.startswith("local-dir:") else None
+        readme = Path(folder) / "README.md" if folder else None
+        self.card = readme.read_text(encoding="utf-8") if readme and readme.exists() else ""
+
+    def probs(self, images: Sequence) -> np.ndarray:
+        return predict_probs(self.model, images, self.batch_size, self.tta, self.transform)
+
+    def predict(self, images: Sequence, top_k: int = 5) -> list[dict]:
+        """One dict per image: label, score, top_k, probs (and p_ai/threshold/verdict for origin models)."""
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        probs = self.probs(images)
+        k = max(1, min(top_k, len(self.labels)))
+        results = []
+        for p in probs:
+            order = np.argsort(-p)[:k]
+            r = {
+                "label": self.labels[order[0]],
+                "score": float(p[order[0]]),
+                "top_k": [{"label": self.labels[i], "score": float(p[i])} for i in order],
+                "probs": {lab: float(v) for lab, v in zip(self.labels, p)},
+            }
+            if self.threshold is not None and self.positive in self.labels and len(self.labels) == 2:
+                pp = float(p[self.labels.index(self.positive)])
+                other = next(lab for lab in self.labels if lab != self.positive)
+                verdict = self.positive if pp >= self.threshold else other
+                r.update({"p_" + self.positive: pp, "threshold": float(self.threshold), "verdict": verdict,
+                          "label": verdict, "score": pp if verdict == self.positive else 1.0 - pp})
+            results.append(r)
+        return results
+
+
+def evaluate(predictor: Predictor, data, max_per_class: int | None = None, perturbation: tuple[str, float] | None = None,
+             split: str | None = None, seed: int = 0) -> dict:
+    """Metrics of a predictor on an imagefolder / Hub dataset (labels must be among the model's labels).
+
+    ``perturbation`` (kind, value), e.g. ("jpeg", 50), is applied to every image before prediction.
+    Binary origin models are scored on their thresholded verdicts.
+    """
+    from .data import DataError, cap_per_class, load_data, perturb
+    from .metrics import compute_metrics
+
+    ds = load_data(str(data), split=split) if not hasattr(data, "column_names") else data
+    ds = cap_per_class(ds, max_per_class, seed=seed)
+    unknown = sorted(set(ds["label"]) - set(predictor.labels))
+    if unknown:
+        raise DataError(f"labels {unknown[:5]} of {data} are not among the model's labels {predictor.labels[:10]}...")
+    from tqdm.auto import tqdm
+
+    preds = []
+    for start in tqdm(range(0, len(ds), 64), desc=f"evaluate {perturbation or ''}".strip(), unit="batch"):
+        images = []
+        for im in ds[start:start + 64]["image"]:
+            img = open_image(im["bytes"] if im.get("bytes") else im["path"])
+            images.append(perturb(img, *perturbation) if perturbation else img)
+        preds += [r["label"] for r in predictor.predict(images)]
+    return compute_metrics(list(ds["label"]), preds, predictor.labels)
