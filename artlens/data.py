@@ -26,7 +26,7 @@ __all__ = [
     "DataError", "data_config", "eval_transform", "train_transform", "AUGMENTATIONS",
     "load_data", "group_from_filename", "load_label_map", "apply_label_map", "compose_labels",
     "cap_per_class", "class_weights", "split_data", "save_split", "load_split", "TorchDataset",
-    "five_crops", "jpeg_reencode", "PERTURBATIONS", "parse_perturbations", "perturb",
+    "five_crops", "jpeg_reencode", "load_labelled_folders", "PERTURBATIONS", "parse_perturbations", "perturb",
 ]
 
 
@@ -98,7 +98,9 @@ def train_transform(model: nn.Module, aug: str = "flip", color_jitter: float = 0
         ops.append(_RandomRescaleJpeg())
     if cfg.get("crop_mode") == "border":
         from timm.data.transforms import CenterCropOrPad, ResizeKeepRatio
-        ops += [ResizeKeepRatio(scale_size, interpolation=cfg["interpolation"]), CenterCropOrPad(scale_size)]
+        # pad to square like timm's eval transform (longest side fits, borders in the mean colour)
+        ops += [ResizeKeepRatio(scale_size, interpolation=cfg["interpolation"], longest=1.0),
+                CenterCropOrPad(scale_size, fill=[round(255 * v) for v in cfg["mean"]])]
     else:
         ops.append(T.Resize(scale_size, interpolation=interp))
     if aug in ("flip", "flip_rotate", "robust"):
@@ -163,7 +165,7 @@ def load_data(
                             f"lay it out as <label>/<image>")
         ds = datasets.load_dataset("imagefolder", data_dir=str(path), split=split or "train")
     else:
-        if "/" not in data:
+        if data.count("/") != 1 or data.startswith((".", "/", "~")):
             raise DataError(f"{data}: no such folder, and not a Hub dataset id (org/name)")
         try:
             ds = datasets.load_dataset(data, split=split or "train", streaming=streaming)
@@ -406,3 +408,32 @@ def perturb(img: Image.Image, kind: str, value: float) -> Image.Image:
     if kind == "aspect":
         return img.resize((max(8, round(w * value)), h), Image.BICUBIC)
     raise DataError(f"unknown perturbation '{kind}'; use one of {', '.join(PERTURBATIONS)}")
+
+
+def load_labelled_folders(paths: Sequence[str | os.PathLike], labels: Sequence[str]):
+    """Every image under folder ``paths[i]`` (recursively) gets label ``labels[i]``.
+
+    For training on sources rather than on folder names, e.g. human vs AI:
+    ``load_labelled_folders(["paintings_styles10", "ai_sd15_styles15"], ["human", "ai"])``.
+    Same columns as :func:`load_data` (``image`` undecoded, ``label``, ``group`` from file names).
+    """
+    import datasets
+
+    from .images import list_images
+
+    if len(paths) != len(labels):
+        raise DataError(f"{len(paths)} folders but {len(labels)} labels; give one label per folder")
+    rows = {"image": [], "label": [], "group": []}
+    for folder, label in zip(paths, labels):
+        folder = Path(folder).expanduser()
+        if not folder.is_dir():
+            raise DataError(f"{folder}: no such folder (labelled folders must be local folders of images)")
+        files = list_images(folder)
+        if not files:
+            raise DataError(f"{folder} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        rows["image"] += [{"path": str(f.resolve()), "bytes": None} for f in files]
+        rows["label"] += [str(label)] * len(files)
+        rows["group"] += [group_from_filename(str(f)) for f in files]
+    features = datasets.Features({"image": datasets.Image(decode=False), "label": datasets.Value("string"),
+                                  "group": datasets.Value("string")})
+    return datasets.Dataset.from_dict(rows, features=features)

@@ -1,0 +1,97 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from artlens.data import (DataError, apply_label_map, cap_per_class, class_weights, compose_labels, group_from_filename,
+                          load_data, load_label_map, parse_perturbations, perturb, split_data, train_transform,
+                          eval_transform, TorchDataset, five_crops, load_split, save_split)
+from artlens.models import load_model
+
+
+@pytest.fixture(scope="module")
+def styles(data_dir):
+    return load_data(str(data_dir / "paintings_styles10"))
+
+
+def test_load_imagefolder_labels_and_groups(styles):
+    assert len(styles) == 1191
+    assert set(styles["label"]) >= {"Impressionism", "Baroque", "Surrealism"}
+    assert len(set(styles["label"])) == 10
+    row = styles[0]
+    assert row["image"]["path"].endswith(".jpg")
+    assert row["group"] and not row["group"][-1].isdigit()
+
+
+def test_group_from_filename():
+    assert group_from_filename("x/Alfred_Sisley_113.jpg") == "Alfred_Sisley"
+    assert group_from_filename("Appel_Karel_0.jpg") == "Appel_Karel"
+
+
+def test_group_split_is_artist_disjoint(styles, tmp_path):
+    split = split_data(styles, test_size=0.2, val_size=0.1, by="group", seed=0)
+    groups = {k: set(styles.select(v)["group"]) for k, v in split.items()}
+    assert not groups["train"] & groups["test"] and not groups["train"] & groups["validation"]
+    assert not groups["validation"] & groups["test"]
+    assert set(styles.select(split["test"])["label"]) == set(styles["label"])  # every style tested
+    assert sum(len(v) for v in split.values()) == len(styles)
+    assert split == split_data(styles, test_size=0.2, val_size=0.1, by="group", seed=0)  # fixed seed
+    save_split(split, styles, tmp_path / "split.json")
+    assert load_split(tmp_path / "split.json", styles) == split
+
+
+def test_random_split_is_stratified(styles):
+    split = split_data(styles, test_size=0.2, val_size=0.1, by="random", seed=1)
+    test_labels = styles.select(split["test"])["label"]
+    counts = {lab: test_labels.count(lab) for lab in set(test_labels)}
+    assert len(counts) == 10 and max(counts.values()) - min(counts.values()) <= 3
+    with pytest.raises(DataError, match="unknown split"):
+        split_data(styles, by="artist")
+
+
+def test_label_map_compose_cap_weights(styles, tmp_path):
+    p = tmp_path / "map.yaml"
+    p.write_text("Renaissance: [High_Renaissance, Northern_Renaissance]\nModern: [Expressionism, Surrealism]\n")
+    merged = apply_label_map(styles, load_label_map(p))
+    assert set(merged["label"]) == {"Renaissance", "Modern"}
+    composed = compose_labels(merged, "human")
+    assert set(composed["label"]) == {"human_renaissance", "human_modern"}
+    capped = cap_per_class(styles, 7, seed=0)
+    assert len(capped) == 70
+    w = class_weights(["a", "a", "a", "b"], ["a", "b"])
+    assert w[1] > w[0] and abs(float((w * np.array([3, 1])).sum()) - 4) < 1e-5
+
+
+def test_errors(tmp_path):
+    with pytest.raises(DataError, match="no such folder"):
+        load_data(str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no images"):
+        load_data(str(tmp_path / "empty"))
+    with pytest.raises(DataError, match="bad perturbation"):
+        parse_perturbations(["blur:3"])
+
+
+def test_transforms_and_dataset(styles):
+    m = load_model("tf_efficientnet_lite0")
+    ev, tr = eval_transform(m), train_transform(m, aug="robust")
+    ds = TorchDataset(styles.select(range(3)), sorted(set(styles["label"])), ev)
+    x, y = ds[0]
+    assert tuple(x.shape) == (3, 224, 224) and isinstance(y, int)
+    img = ds.open(0)
+    assert tuple(tr(img).shape) == (3, 224, 224)
+    # a 1024 px and a 256 px copy of one painting give nearly the same eval tensor: resolution is normalised
+    big = img.resize((1024, 1024), Image.BICUBIC)
+    assert float((ev(big) - ev(img)).abs().mean()) < 0.05
+    crops = five_crops(img, 224)
+    assert len(crops) == 5 and all(c.size == (224, 224) for c in crops)
+    assert len(TorchDataset(styles.select(range(3)), sorted(set(styles["label"])), ev, five_crop=224)) == 15
+
+
+def test_perturbations():
+    img = Image.new("RGB", (200, 100), "white")
+    assert perturb(img, "scale", 0.5).size == (100, 50)
+    assert perturb(img, "crop", 0.5).size == (100, 50)
+    assert perturb(img, "upscale", 1000).size == (1000, 500)
+    assert perturb(img, "aspect", 1.5).size == (300, 100)
+    assert perturb(img, "jpeg", 30).size == (200, 100)
+    assert parse_perturbations(["jpeg:30,50", "scale:0.25"]) == [("jpeg", 30.0), ("jpeg", 50.0), ("scale", 0.25)]
