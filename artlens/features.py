@@ -1,0 +1,181 @@
+"""Cached backbone features for frozen-backbone training and evaluation.
+
+With a frozen backbone (linear probe) the backbone's output for an image never changes, so it
+is computed once, stored under ``artlens.offline.cache_dir()/features`` and reused: training
+the head for 10 epochs then costs a few matrix products per epoch instead of 10 passes of the
+backbone over every image.
+
+The cache key covers everything that changes the numbers: the model reference and its weights
+file, the resolved preprocessing, the list of image files with their sizes and mtimes (or a
+hash of in-memory bytes), and the view options (augmentation, copies, TTA, five crops).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .offline import cache_dir
+
+__all__ = ["extract_features", "features_key", "pooled_features"]
+
+def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The classifier's input: ``forward_head(forward_features(x), pre_logits=True)``."""
+    return model.forward_head(model.forward_features(x), pre_logits=True)
+
+
+def _image_fingerprint(ds) -> list:
+    out = []
+    for im in ds["image"]:
+        p = im.get("path") if isinstance(im, dict) else None
+        b = im.get("bytes") if isinstance(im, dict) else None
+        if b:
+            out.append(hashlib.sha1(b).hexdigest())
+        elif p and os.path.exists(p):
+            st = os.stat(p)
+            out.append([os.path.abspath(p), st.st_size, int(st.st_mtime)])
+        else:
+            out.append(str(p))
+    return out
+
+
+def _model_fingerprint(model: nn.Module) -> dict:
+    cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
+    ref = {k: cfg.get(k) for k in ("architecture", "hf_hub_id", "source", "tag", "file")}
+    ref["class"] = type(model).__name__
+    # a trained model folder changes when retrained: its weights file identifies it
+    src = getattr(model, "artlens_ref", None) or cfg.get("artlens_ref")
+    ref["ref"] = src
+    if src and str(src).startswith("local-dir:"):
+        w = Path(str(src)[len("local-dir:"):]) / "model.safetensors"
+        if w.exists():
+            st = w.stat()
+            ref["weights"] = [st.st_size, int(st.st_mtime)]
+    # cheap identity of the backbone weights: a few sums over the state dict
+    with torch.no_grad():
+        sd = model.state_dict()
+        keys = [k for k in sd if sd[k].is_floating_point()]
+        pick = keys[:: max(1, len(keys) // 16)]
+        ref["weights_sum"] = [round(float(sd[k].double().sum()), 6) for k in pick]
+    return ref
+
+
+def features_key(model: nn.Module, ds, transform_desc: str, **options) -> str:
+    """Hex digest identifying one feature array (model, preprocessing, images, view options)."""
+    from .data import data_config
+
+    payload = {
+        "model": _model_fingerprint(model),
+        "data_config": {k: str(v) for k, v in data_config(model).items()},
+        "transform": transform_desc,
+        "images": _image_fingerprint(ds),
+        "options": {k: str(v) for k, v in sorted(options.items())},
+        "version": 1,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+@torch.no_grad()
+def extract_features(
+    model: nn.Module,
+    ds,
+    transform: Callable,
+    batch_size: int = 32,
+    cache: bool = True,
+    tta: str | bool | None = None,
+    five_crop: int | None = None,
+    copies: int = 1,
+    seed: int = 0,
+    num_workers: int = 0,
+    device: str | torch.device | None = None,
+    desc: str = "features",
+    show_progress: bool = True,
+) -> tuple[np.ndarray, list[str]]:
+    """Pooled backbone features of every image in ``ds`` (from :func:`artlens.data.load_data`).
+
+    Returns ``(feats, labels)``: ``feats`` is float32 ``(rows, D)``, ``labels`` the string label
+    of each row. Rows are image-major; an image gives ``copies`` rows (each an independent draw of
+    a random ``transform``, for augmented linear probes), times 5 with ``five_crop=size`` (the four
+    corners and the centre, in :func:`artlens.data.five_crops` order). ``tta`` averages each row's
+    features over the
+    views of :func:`artlens.predict.tta_views` (``flip``, ``crops``; ``True`` means ``flip``), the
+    same views the predictor averages at inference.
+    """
+    from safetensors.numpy import load_file, save_file
+    from tqdm.auto import tqdm
+
+    from .data import TorchDataset, data_config, five_crops
+
+    from .predict import tta_views
+
+    tta = {True: "flip", False: "none", None: "none", "true": "flip", "false": "none"}.get(tta, tta)
+    copies = max(1, int(copies))
+    labels_once = [str(lab) for lab in ds["label"]]
+    per_image = copies * (5 if five_crop else 1)
+    labels = [lab for lab in labels_once for _ in range(per_image)]
+
+    key = features_key(model, ds, re.sub(r" at 0x[0-9a-f]+", "", repr(transform)), tta=tta, five_crop=five_crop, copies=copies,
+                       seed=seed if copies > 1 or _is_random(transform) else 0)
+    path = cache_dir() / "features" / f"{key}.safetensors"
+    if cache and path.exists():
+        try:
+            feats = load_file(str(path))["features"]
+            if feats.shape[0] == len(labels):
+                return feats, labels
+        except Exception:  # noqa: BLE001 - a damaged cache file is recomputed, not fatal
+            pass
+
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    size = data_config(model)["input_size"][-1]
+
+    class _Rows(TorchDataset):
+        def __len__(self):
+            return len(self.ds) * per_image
+
+        def __getitem__(self, i):
+            j, r = divmod(i, per_image)
+            img = self.open(j)
+            if five_crop:
+                img = five_crops(img, five_crop)[r % 5]
+            return torch.stack([self.transform(v) for v in tta_views(img, tta, size)]), self.labels[j]
+
+    rows = _Rows(ds, sorted(set(labels_once)), transform)
+    g = torch.Generator().manual_seed(seed)
+    state = (random.getstate(), torch.random.get_rng_state())
+    random.seed(seed)
+    torch.manual_seed(seed)
+    loader = torch.utils.data.DataLoader(rows, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                                         generator=g)
+    out = []
+    try:
+        for x, _ in tqdm(loader, desc=desc, disable=not show_progress, leave=False):
+            b, v = x.shape[:2]
+            x = x.flatten(0, 1).to(device)
+            out.append(pooled_features(model, x).float().view(b, v, -1).mean(1).cpu())
+    finally:
+        random.setstate(state[0])
+        torch.random.set_rng_state(state[1])
+        model.train(was_training)
+    feats = torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, model.num_features), np.float32)
+    if cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.safetensors")
+        save_file({"features": np.ascontiguousarray(feats)}, str(tmp))
+        os.replace(tmp, path)
+    return feats, labels
+
+
+def _is_random(transform) -> bool:
+    names = {type(t).__name__ for t in getattr(transform, "transforms", [transform])}
+    return bool(names & {"RandomHorizontalFlip", "RandomRotation", "RandomResizedCrop", "RandomCrop",
+                         "ColorJitter", "_RandomRescaleJpeg"})

@@ -1,0 +1,592 @@
+#!/usr/bin/env python
+"""Fine-tune a timm image classifier on paintings with Accelerate.
+
+    accelerate launch trainers/train.py --config trainers/configs/styles10_offline.yaml --output-dir runs/styles10
+    python trainers/train.py --config trainers/configs/styles10_offline.yaml --output-dir runs/s --epochs 2
+
+Every key of the ``--config`` YAML is a flag of this script (``output_dir:`` == ``--output-dir``);
+flags given on the command line override the file. The resolved config is written to
+``<output-dir>/train_config.yaml``. The output folder ends up as a model folder (config.json,
+model.safetensors, README.md card, test metrics and confusion matrix, all_results.json) that
+loads with ``artlens.models.load_model``, timm (``local-dir:``) and transformers.
+
+Other scripts call it in-process: ``main(parse_args(["--config", f, "--output-dir", d]))``
+returns the results dict.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(ROOT))
+
+from artlens.data import DataError  # noqa: E402
+from artlens.models import ModelError  # noqa: E402
+
+
+class ConfigError(ValueError):
+    """A config file or flag is wrong; the message names the key and the fix."""
+
+
+USER_ERRORS = (ConfigError, DataError, ModelError, FileNotFoundError)
+LIST_KEYS = ("data", "data_labels")
+
+
+def str2bool(v) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ("1", "true", "yes", "y", "on"):
+        return True
+    if s in ("0", "false", "no", "n", "off", "none", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got '{v}'")
+
+
+def optional_int(v):
+    return None if v is None or str(v).lower() in ("", "none", "null", "0") else int(v)
+
+
+def optional_str(v):
+    return None if v is None or str(v).lower() in ("", "none", "null") else str(v)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", default=None, help="YAML file whose keys are these flags (underscores); flags override it")
+    p.add_argument("--output-dir", default=None, help="where checkpoints, metrics and the model folder go (required)")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="tf_efficientnet_lite0",
+                   help="timm name, model folder, Hub id (org/name), or style/artist/origin")
+    g.add_argument("--pretrained", type=str2bool, default=True, help="start from pretrained weights")
+    g.add_argument("--freeze", default="none", help="none | linear_probe | prefixes:conv1,bn1,layer1 | top:0.3")
+    g.add_argument("--head", default="linear", choices=["linear", "artnet"], help="artnet: dropout->BN->linear (folded on export)")
+    g.add_argument("--head-dropout", type=float, default=0.5, help="dropout of the artnet head")
+    g.add_argument("--drop-rate", type=float, default=0.0, help="timm dropout before the classifier")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default=None,
+                   help="imagefolder path or Hub dataset id; several folders as a YAML list or comma-separated (with --data-labels)")
+    g.add_argument("--data-labels", default=None, help="one label per --data folder: every image of folder i gets label i")
+    g.add_argument("--dataset-split", default=None, help="split of a Hub dataset to read (default train)")
+    g.add_argument("--image-column", default="image")
+    g.add_argument("--label-column", default="label")
+    g.add_argument("--group-column", default=None, type=optional_str, help="artist column for --split group (default: from file names)")
+    g.add_argument("--label-map", default=None, type=optional_str,
+                   help="YAML 'coarse: [fine, ...]' merging labels (e.g. artlens/label_maps/artnet5.yaml)")
+    g.add_argument("--compose-prefix", default=None, type=optional_str, help="prefix labels, e.g. AI -> AI_baroque")
+    g.add_argument("--split", default="random", choices=["random", "group"], help="group = artist-disjoint")
+    g.add_argument("--split-file", default=None, type=optional_str, help="reuse a split.json written by an earlier run")
+    g.add_argument("--test-size", type=float, default=0.2)
+    g.add_argument("--val-size", type=float, default=0.1)
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--max-per-class", type=optional_int, default=None, help="cap images per label before splitting")
+    g.add_argument("--max-train-samples", type=optional_int, default=None, help="cap the training split")
+    g.add_argument("--class-weights", type=str2bool, default=False, help="class-weighted loss (balanced weights)")
+    g.add_argument("--img-size", type=optional_int, default=None, help="input size (default: the model's)")
+    g.add_argument("--pad-square", type=str2bool, default=False,
+                   help="pad to square instead of cropping (stored in the exported config: crop_mode=border)")
+    g.add_argument("--five-crop", type=str2bool, default=False,
+                   help="train on the 4 corners + centre at full resolution; evaluation averages the 5")
+    g.add_argument("--aug", default="flip", choices=["none", "flip", "flip_rotate", "robust"])
+    g.add_argument("--rotation", type=float, default=15.0, help="degrees for --aug flip_rotate")
+    g.add_argument("--num-workers", type=int, default=0)
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=10)
+    g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--eval-batch-size", type=optional_int, default=None)
+    g.add_argument("--optimizer", default="adamw", choices=["adamw", "adam", "sgd"])
+    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument("--l1", type=float, default=0.0, help="L1 penalty on the trainable weights")
+    g.add_argument("--schedule", default="cosine", choices=["cosine", "step", "onecycle", "constant"])
+    g.add_argument("--step-epochs", type=int, default=2, help="step schedule: multiply the lr by --step-gamma every N epochs")
+    g.add_argument("--step-gamma", type=float, default=0.5)
+    g.add_argument("--label-smoothing", type=float, default=0.0)
+    g.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    g.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
+    g.add_argument("--patience", type=optional_int, default=None, help="early stopping: epochs without improvement")
+    g.add_argument("--metric", default="accuracy", choices=["accuracy", "balanced_accuracy", "f1_macro", "loss"],
+                   help="validation metric for the best checkpoint and early stopping")
+    g = p.add_argument_group("frozen-backbone fast path")
+    g.add_argument("--cache-features", type=str2bool, default=False,
+                   help="with --freeze linear_probe: compute backbone features once (disk cache), train the head on them")
+    g.add_argument("--feature-copies", type=int, default=1, help="augmented copies of each training image in the cache")
+    g.add_argument("--tta", default="none", choices=["none", "flip", "crops"],
+                   help="average features (cache) or predictions over these views; stored as the model's default")
+    g.add_argument("--threshold", default="auto",
+                   help="binary origin models: 'auto' (maximise balanced accuracy on validation), a number, or none")
+    g.add_argument("--positive-label", default="ai", help="the class whose probability the threshold applies to")
+    g = p.add_argument_group("run")
+    g.add_argument("--resume", type=str2bool, default=False, help="continue from the last checkpoint in --output-dir")
+    g.add_argument("--keep-checkpoints", type=str2bool, default=False, help="keep checkpoints/ after training")
+    g.add_argument("--log-with", default="none", choices=["none", "tensorboard", "trackio"])
+    g.add_argument("--push-to-hub", default=None, type=optional_str, help="Hub repo id to upload the model folder to")
+    g.add_argument("--hub-private", type=str2bool, default=False)
+    g.add_argument("--model-name", default=None, type=optional_str, help="name in the model card (default: folder name)")
+    g.add_argument("--summary", default="", help="one paragraph for the model card")
+    return p
+
+
+def valid_keys(parser: argparse.ArgumentParser) -> list[str]:
+    return sorted(a.dest for a in parser._actions if a.dest not in ("help", "config"))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Flags, with ``--config`` YAML values as defaults. Unknown YAML keys raise :class:`ConfigError`."""
+    import yaml
+
+    parser = build_parser()
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    if known.config:
+        path = Path(known.config)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            cfg = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        if not isinstance(cfg, dict):
+            raise ConfigError(f"{path} must be a mapping of option: value")
+        actions = {a.dest: a for a in parser._actions}
+        keys = valid_keys(parser)
+        defaults = {}
+        for key, value in cfg.items():
+            k = str(key).replace("-", "_")
+            if k not in keys:
+                raise ConfigError(f"unknown key '{key}' in {path}; valid keys are: {', '.join(keys)}")
+            act = actions[k]
+            if value is not None and act.type is not None and not isinstance(value, (list, bool)):
+                try:
+                    value = act.type(value) if isinstance(value, str) or act.type in (int, float) else value
+                except (ValueError, argparse.ArgumentTypeError) as e:
+                    raise ConfigError(f"{path}: bad value for '{key}': {e}") from None
+            if act.choices and value not in act.choices:
+                raise ConfigError(f"{path}: '{key}: {value}' is not one of {list(act.choices)}")
+            defaults[k] = value
+        parser.set_defaults(**defaults)
+    args = parser.parse_args(argv)
+    for k in LIST_KEYS:
+        v = getattr(args, k)
+        if isinstance(v, str):
+            setattr(args, k, [s.strip() for s in v.split(",") if s.strip()] if "," in v or k == "data_labels" else v)
+    if not args.output_dir:
+        raise ConfigError("no output folder: pass --output-dir DIR (or output_dir: in the config)")
+    if not args.data:
+        raise ConfigError("no data: pass --data FOLDER_OR_HUB_ID (or data: in the config)")
+    if args.cache_features and args.freeze not in ("linear_probe", "linear", "frozen"):
+        raise ConfigError(f"--cache-features needs a frozen backbone (--freeze linear_probe), got --freeze {args.freeze}")
+    if args.data_labels and (not isinstance(args.data, list) or len(args.data) != len(args.data_labels)):
+        n = len(args.data) if isinstance(args.data, list) else 1
+        raise ConfigError(f"--data-labels gives {len(args.data_labels)} labels for {n} data folder(s); give one label per folder")
+    if isinstance(args.data, list) and len(args.data) > 1 and not args.data_labels:
+        raise ConfigError("several --data folders need --data-labels (one label per folder), e.g. --data-labels human,ai")
+    if isinstance(args.data, list) and len(args.data) == 1 and not args.data_labels:
+        args.data = args.data[0]
+    return args
+
+
+# ---------------------------------------------------------------- data
+
+def load_dataset(args):
+    from artlens import data as D
+
+    if args.data_labels:
+        ds = D.load_labelled_folders(args.data, args.data_labels)
+    else:
+        ds = D.load_data(args.data, image_column=args.image_column, label_column=args.label_column,
+                         split=args.dataset_split, group_column=args.group_column)
+    if args.label_map:
+        ds = D.apply_label_map(ds, D.load_label_map(args.label_map))
+        if len(ds) == 0:
+            raise DataError(f"the label map {args.label_map} matches none of the labels in {args.data}")
+    if args.compose_prefix:
+        ds = D.compose_labels(ds, args.compose_prefix)
+    ds = D.cap_per_class(ds, args.max_per_class, seed=args.seed)
+    labels = sorted(set(ds["label"]))
+    if len(labels) < 2:
+        raise DataError(f"{args.data}: found {len(labels)} label(s) {labels}; a classifier needs at least 2")
+    return ds, labels
+
+
+def make_split(args, ds, out: Path, is_main: bool) -> dict:
+    from artlens import data as D
+
+    if args.split_file:
+        split = D.load_split(args.split_file, ds)
+    else:
+        split = D.split_data(ds, test_size=args.test_size, val_size=args.val_size, by=args.split, seed=args.seed)
+    if args.max_train_samples and len(split["train"]) > args.max_train_samples:
+        rng = np.random.RandomState(args.seed)
+        split["train"] = sorted(rng.choice(split["train"], args.max_train_samples, replace=False).tolist())
+    if not split["train"]:
+        raise DataError("the training split is empty; lower --test-size/--val-size or add images")
+    if is_main:
+        D.save_split(split, ds, out / "split.json")
+    return split
+
+
+# ---------------------------------------------------------------- model pieces
+
+def set_train_mode(module: nn.Module) -> None:
+    """train() except for modules whose parameters are all frozen: their BN statistics stay fixed too."""
+    module.train()
+    for m in module.modules():
+        ps = list(m.parameters(recurse=False))
+        if ps and not any(p.requires_grad for p in ps):
+            m.eval()
+
+
+def make_optimizer(args, params):
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    if args.optimizer == "adam":
+        return torch.optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)
+    return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+
+
+def make_scheduler(args, optimizer, steps_per_epoch: int):
+    total = max(1, steps_per_epoch * args.epochs)
+    if args.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    if args.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, steps_per_epoch * args.step_epochs),
+                                               gamma=args.step_gamma)
+    if args.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=total + 1)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+@torch.no_grad()
+def predict_loader(module, loader, accelerator, crops: int = 1, desc: str = "eval"):
+    """Softmax probabilities and targets in dataset order; rows of one image's crops are averaged."""
+    from tqdm.auto import tqdm
+
+    module.eval()
+    probs, ys = [], []
+    for x, y in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_local_main_process):
+        logits = module(x)
+        p, y = accelerator.gather_for_metrics((logits.float().softmax(-1), y))
+        probs.append(p.cpu())
+        ys.append(y.cpu())
+    probs = torch.cat(probs).numpy() if probs else np.zeros((0, 0))
+    ys = torch.cat(ys).numpy() if ys else np.zeros((0,), int)
+    if crops > 1:
+        probs = probs.reshape(-1, crops, probs.shape[-1]).mean(1)
+        ys = ys[::crops]
+    return probs, ys
+
+
+def choose_threshold(p_pos: np.ndarray, is_pos: np.ndarray) -> float:
+    """Threshold on p(positive) maximising balanced accuracy (ties: the one nearest 0.5)."""
+    if len(p_pos) == 0 or is_pos.all() or (~is_pos).all():
+        return 0.5
+    u = np.unique(p_pos)
+    cands = np.concatenate([[0.5], (u[:-1] + u[1:]) / 2 if len(u) > 1 else u])
+    best, best_t = -1.0, 0.5
+    for t in sorted(cands, key=lambda t: abs(t - 0.5)):
+        pred = p_pos >= t
+        bal = 0.5 * (pred[is_pos].mean() + (~pred[~is_pos]).mean())
+        if bal > best + 1e-12:
+            best, best_t = bal, float(t)
+    return best_t
+
+
+def _atomic_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def _save_weights(module: nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    sd = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(sd, str(tmp))
+    os.replace(tmp, path)
+
+
+def _config_dict(args) -> dict:
+    return {k: v for k, v in vars(args).items()}
+
+
+# ---------------------------------------------------------------- main
+
+def main(args: argparse.Namespace) -> dict:
+    import yaml
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration, set_seed
+    from tqdm.auto import tqdm
+
+    from artlens import data as D
+    from artlens.export import push_to_hub, save_model_folder
+    from artlens.features import extract_features
+    from artlens.metrics import compute_metrics, save_metrics
+    from artlens.models import freeze, load_model, set_head
+
+    out = Path(args.output_dir)
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()  # main() may run several times in one process (benchmarks, build_defaults)
+    accelerator = Accelerator(
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=None if args.log_with == "none" else args.log_with,
+        project_dir=str(out),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed),
+    )
+    is_main = accelerator.is_main_process
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / "train_config.yaml.tmp"
+        tmp.write_text(yaml.safe_dump(_config_dict(args), sort_keys=False))
+        os.replace(tmp, out / "train_config.yaml")
+    accelerator.wait_for_everyone()
+
+    with accelerator.main_process_first():
+        ds, labels = load_dataset(args)
+    split = make_split(args, ds, out, is_main)
+    parts = {k: ds.select(v) for k, v in split.items()}
+    accelerator.print(f"{len(ds)} images, {len(labels)} labels; split "
+                      + ", ".join(f"{k} {len(v)}" for k, v in parts.items()))
+
+    set_seed(args.seed)
+    model = load_model(args.model, num_classes=len(labels), pretrained=args.pretrained, label_names=labels,
+                       drop_rate=args.drop_rate)
+    cfg = dict(model.pretrained_cfg)
+    if args.img_size:
+        cfg["input_size"] = (3, args.img_size, args.img_size)
+        cfg.pop("test_input_size", None)
+    if args.pad_square:
+        # stored in config.json, so timm/transformers loaders of the export pad the same way
+        cfg.update(crop_mode="border", crop_pct=1.0)
+    if args.tta != "none":
+        cfg["artlens_tta"] = args.tta
+    model.pretrained_cfg = cfg
+    freeze(model, args.freeze)
+    set_head(model, args.head, dropout=args.head_dropout)
+    if args.head == "artnet":
+        for p in model.get_classifier().parameters():
+            p.requires_grad = True
+    size = int(D.data_config(model)["input_size"][-1])
+    crops = 5 if args.five_crop else 1
+    five = size if args.five_crop else None
+    ev_bs = args.eval_batch_size or args.batch_size
+    index = {n: i for i, n in enumerate(labels)}
+    seed_loader = lambda: torch.Generator().manual_seed(args.seed)  # noqa: E731
+
+    feature_time = 0.0
+    if args.cache_features:
+        # frozen backbone: compute its output once, then train only the classifier on it
+        model.to(accelerator.device)
+        t0 = time.perf_counter()
+        feats = {}
+        with accelerator.main_process_first():
+            for part, sub in parts.items():
+                if len(sub) == 0:
+                    feats[part] = (np.zeros((0, model.num_features), np.float32), [])
+                    continue
+                train = part == "train"
+                tf = D.train_transform(model, aug=args.aug, rotation=args.rotation) if train and args.aug != "none" else D.eval_transform(model)
+                feats[part] = extract_features(
+                    model, sub, tf, batch_size=ev_bs, cache=True, tta=args.tta, five_crop=five,
+                    copies=args.feature_copies if train else 1, seed=args.seed, num_workers=args.num_workers,
+                    device=accelerator.device, desc=f"features {part}", show_progress=accelerator.is_local_main_process)
+        feature_time = time.perf_counter() - t0
+        model.cpu()
+        module = model.get_classifier()
+
+        def make_ds(part):
+            f, labs = feats[part]
+            return torch.utils.data.TensorDataset(torch.from_numpy(f), torch.tensor([index[x] for x in labs], dtype=torch.long))
+        train_set = make_ds("train")
+        val_set, test_set = make_ds("validation"), make_ds("test")
+    else:
+        module = model
+        tf_train = D.train_transform(model, aug=args.aug, rotation=args.rotation)
+        tf_eval = D.eval_transform(model)
+        train_set = D.TorchDataset(parts["train"], labels, tf_train, five_crop=five)
+        val_set = D.TorchDataset(parts["validation"], labels, tf_eval, five_crop=five)
+        test_set = D.TorchDataset(parts["test"], labels, tf_eval, five_crop=five)
+
+    train_loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, shuffle=True,
+                                               num_workers=args.num_workers, generator=seed_loader(), drop_last=False)
+    val_loader = torch.utils.data.DataLoader(val_set, batch_size=ev_bs * crops, num_workers=args.num_workers)
+    test_loader = torch.utils.data.DataLoader(test_set, batch_size=ev_bs * crops, num_workers=args.num_workers)
+
+    weights = D.class_weights(list(parts["train"]["label"]), labels) if args.class_weights else None
+    criterion = nn.CrossEntropyLoss(weight=weights, label_smoothing=args.label_smoothing)
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    if not trainable:
+        raise ConfigError(f"--freeze {args.freeze} leaves nothing to train")
+    optimizer = make_optimizer(args, trainable)
+    module, optimizer, train_loader, val_loader, test_loader, criterion = accelerator.prepare(
+        module, optimizer, train_loader, val_loader, test_loader, criterion)
+    steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
+    scheduler = accelerator.prepare(make_scheduler(args, optimizer, steps_per_epoch * accelerator.num_processes))
+
+    ckpt = out / "checkpoints"
+    state_path = ckpt / "trainer_state.json"
+    state = {"epoch": 0, "best_metric": None, "best_epoch": 0, "bad_epochs": 0, "stopped": False,
+             "checkpoint": None, "history": []}
+    if args.resume and state_path.exists():
+        state = json.loads(state_path.read_text())
+        if state.get("checkpoint"):
+            accelerator.load_state(str(ckpt / state["checkpoint"]))
+        accelerator.print(f"resumed after epoch {state['epoch']} (best {args.metric} {state['best_metric']})")
+    elif ckpt.exists() and is_main:
+        shutil.rmtree(ckpt)  # a fresh run must not mix with an old run's checkpoints
+    if is_main:
+        ckpt.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    if args.log_with != "none":
+        accelerator.init_trackers("artlens", config={k: (v if isinstance(v, (int, float, str, bool)) else str(v))
+                                                     for k, v in vars(args).items()})
+
+    has_val = len(val_set) > 0
+    higher = args.metric != "loss"
+    t_train = time.perf_counter()
+    bar = tqdm(range(state["epoch"] + 1, args.epochs + 1), desc="epochs", disable=not accelerator.is_local_main_process)
+    for epoch in bar:
+        if state["stopped"]:
+            break
+        # each epoch's randomness depends only on (seed, epoch): a resumed run repeats it exactly
+        set_seed(args.seed + epoch)
+        train_loader.set_epoch(epoch)
+        set_train_mode(accelerator.unwrap_model(module))
+        total, count = 0.0, 0
+        for x, y in tqdm(train_loader, desc=f"epoch {epoch}", leave=False, disable=not accelerator.is_local_main_process):
+            with accelerator.accumulate(module):
+                loss = criterion(module(x), y)
+                if args.l1:
+                    loss = loss + args.l1 * sum(p.abs().sum() for p in trainable)
+                accelerator.backward(loss)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            total += float(loss.detach()) * len(y)
+            count += len(y)
+        row = {"epoch": epoch, "train_loss": total / max(count, 1), "lr": optimizer.param_groups[0]["lr"]}
+        if has_val:
+            probs, ys = predict_loader(module, val_loader, accelerator, crops, desc="validation")
+            vm = compute_metrics(ys, probs.argmax(1), labels)
+            row.update(val_loss=float(-np.log(np.clip(probs[np.arange(len(ys)), ys], 1e-12, 1)).mean()),
+                       val_accuracy=vm["accuracy"], val_balanced_accuracy=vm["balanced_accuracy"], val_f1_macro=vm["f1_macro"])
+            value = row["val_loss"] if args.metric == "loss" else vm[args.metric]
+        else:
+            value = -row["train_loss"] if higher else row["train_loss"]
+        better = state["best_metric"] is None or (value > state["best_metric"] if higher else value < state["best_metric"])
+        if better:
+            state.update(best_metric=value, best_epoch=epoch, bad_epochs=0)
+            if is_main:
+                _save_weights(accelerator.unwrap_model(module), ckpt / "best.safetensors")
+        else:
+            state["bad_epochs"] += 1
+        if args.patience and state["bad_epochs"] >= args.patience:
+            state["stopped"] = True
+        state["history"].append(row)
+        if args.log_with != "none":
+            accelerator.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch)
+        bar.set_postfix({k: round(v, 4) for k, v in row.items() if k.startswith(("val_acc", "train_loss"))})
+        # checkpoint, then the state file that points at it: a kill at any moment leaves a usable pair
+        name = f"epoch_{epoch}"
+        accelerator.save_state(str(ckpt / name))
+        state.update(epoch=epoch, checkpoint=name)
+        if is_main:
+            _atomic_json(state_path, state)
+            for old in ckpt.glob("epoch_*"):
+                if old.name != name:
+                    shutil.rmtree(old, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        if state["stopped"]:
+            accelerator.print(f"early stop after epoch {epoch}: no {args.metric} improvement for {args.patience} epochs")
+            break
+    train_time = time.perf_counter() - t_train
+    accelerator.wait_for_everyone()
+
+    # ---- the best checkpoint on the test split
+    from safetensors.torch import load_file
+
+    unwrapped = accelerator.unwrap_model(module)
+    if (ckpt / "best.safetensors").exists():
+        unwrapped.load_state_dict(load_file(str(ckpt / "best.safetensors"), device=str(accelerator.device)))
+    results = {"best_epoch": state["best_epoch"], "epochs_run": state["epoch"], "early_stopped": state["stopped"],
+               f"best_val_{args.metric}": state["best_metric"], "train_runtime_s": round(train_time, 3),
+               "feature_runtime_s": round(feature_time, 3), "num_train": len(parts["train"]),
+               "num_validation": len(parts["validation"]), "num_test": len(parts["test"]), "label_names": labels}
+    threshold = None
+    pos = args.positive_label
+    if len(labels) == 2 and pos in labels and str(args.threshold).lower() != "none":
+        k = labels.index(pos)
+        if str(args.threshold).lower() == "auto":
+            if has_val:
+                probs, ys = predict_loader(module, val_loader, accelerator, crops, desc="threshold")
+                threshold = choose_threshold(probs[:, k], ys == k)
+            else:
+                threshold = 0.5
+        else:
+            threshold = float(args.threshold)
+        model.pretrained_cfg = dict(model.pretrained_cfg, artlens_threshold=threshold, artlens_positive=pos)
+        results["threshold"] = threshold
+
+    metrics = None
+    if len(test_set) > 0:
+        probs, ys = predict_loader(module, test_loader, accelerator, crops, desc="test")
+        if threshold is not None:
+            k = labels.index(pos)
+            pred = np.where(probs[:, k] >= threshold, k, 1 - k)
+        else:
+            pred = probs.argmax(1)
+        metrics = compute_metrics(ys, pred, labels)
+        results.update({f"test_{k}": metrics[k] for k in ("accuracy", "balanced_accuracy", "f1_macro")})
+    if has_val:
+        probs, ys = predict_loader(module, val_loader, accelerator, crops, desc="validation")
+        vm = compute_metrics(ys, probs.argmax(1), labels)
+        results.update({f"val_{k}": vm[k] for k in ("accuracy", "balanced_accuracy", "f1_macro")})
+    if is_main:
+        if has_val:
+            save_metrics(vm, out, prefix="validation")
+        model.cpu()
+        datasets = [d for d in (args.data if isinstance(args.data, list) else [args.data]) if not Path(d).exists()]
+        card = {"model_name": args.model_name or out.name, "base_model": str(args.model), "summary": args.summary}
+        save_model_folder(model, out, label_names=labels, metrics=metrics, train_config=_config_dict(args),
+                          datasets=datasets or None, card_fields=card, results=results)
+        _atomic_json(out / "history.json", state["history"])
+        if not args.keep_checkpoints:
+            shutil.rmtree(ckpt, ignore_errors=True)
+        if args.push_to_hub:
+            results["hub_url"] = push_to_hub(out, args.push_to_hub, private=args.hub_private)
+    if args.log_with != "none":
+        accelerator.end_training()
+    accelerator.wait_for_everyone()
+    results["output_dir"] = str(out)
+    return results
+
+
+def cli(argv=None) -> int:
+    try:
+        results = main(parse_args(argv))
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: v for k, v in results.items() if k != "label_names"}, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
