@@ -33,6 +33,9 @@ def model_config(model: nn.Module, names: Sequence[str]) -> dict:
     arch = cfg.pop("architecture", None) or model.default_cfg.get("architecture")
     cfg["num_classes"] = model.num_classes
     cfg.pop("label_names", None)
+    # timm builds a PretrainedCfg dataclass from pretrained_cfg and rejects unknown keys, so the
+    # artlens_* settings (threshold, positive label, TTA) live top-level; load_model puts them back.
+    extra = {k: cfg.pop(k) for k in list(cfg) if k.startswith("artlens_")}
     out = {
         "architecture": arch,
         "num_classes": model.num_classes,
@@ -41,6 +44,8 @@ def model_config(model: nn.Module, names: Sequence[str]) -> dict:
         "label_names": list(names),
         "pretrained_cfg": json.loads(json.dumps(cfg, default=list)),
     }
+    if extra:
+        out["artlens"] = json.loads(json.dumps(extra, default=list))
     return out
 
 

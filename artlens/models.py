@@ -110,6 +110,7 @@ def load_model(
                                     interpolation="bilinear", crop_pct=1.0)
     else:
         model = _create(name, pretrained=pretrained, **kwargs)
+        model.pretrained_cfg = dict(model.pretrained_cfg, **_artlens_settings(name))
     if not name.startswith(("local-dir:", "hf-hub:")) and model.num_classes == 1000 and "label_names" not in model.pretrained_cfg:
         model.pretrained_cfg = dict(model.pretrained_cfg, label_names=_imagenet_names())
     if num_classes is not None and num_classes != model.num_classes:
@@ -121,6 +122,22 @@ def load_model(
         set_label_names(model, label_names)
     model.eval()
     return model
+
+
+def _artlens_settings(name: str) -> dict:
+    """The ``artlens`` block of a folder's config.json (threshold etc.; see ``export.model_config``)."""
+    if name.startswith("local-dir:"):
+        return read_config(name[len("local-dir:"):]).get("artlens") or {}
+    if name.startswith("hf-hub:"):
+        try:
+            from huggingface_hub import hf_hub_download
+
+            # timm has just fetched this file, so it comes from the local cache
+            return read_config(Path(hf_hub_download(name[len("hf-hub:"):].split("@")[0], "config.json")).parent
+                               ).get("artlens") or {}
+        except Exception:  # noqa: BLE001 - a Hub model without the block simply has no settings
+            return {}
+    return {}
 
 
 def _imagenet_names() -> list[str]:
