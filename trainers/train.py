@@ -41,7 +41,7 @@ class ConfigError(ValueError):
 
 
 USER_ERRORS = (ConfigError, DataError, ModelError, FileNotFoundError)
-LIST_KEYS = ("data", "data_labels")
+LIST_KEYS = ("data", "data_labels", "train_extra", "test_data", "compose_prefix")
 
 
 def str2bool(v) -> bool:
@@ -79,13 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data", default=None,
                    help="imagefolder path or Hub dataset id; several folders as a YAML list or comma-separated (with --data-labels)")
     g.add_argument("--data-labels", default=None, help="one label per --data folder: every image of folder i gets label i")
+    g.add_argument("--train-extra", default=None,
+                   help="more sources (folders or Hub ids, list or comma-separated) added to the training split only")
+    g.add_argument("--test-data", default=None,
+                   help="a separate test set (all of it is the test split; --data is then split into train/validation)")
     g.add_argument("--dataset-split", default=None, help="split of a Hub dataset to read (default train)")
     g.add_argument("--image-column", default="image")
     g.add_argument("--label-column", default="label")
     g.add_argument("--group-column", default=None, type=optional_str, help="artist column for --split group (default: from file names)")
     g.add_argument("--label-map", default=None, type=optional_str,
-                   help="YAML 'coarse: [fine, ...]' merging labels (e.g. artlens/label_maps/artnet5.yaml)")
-    g.add_argument("--compose-prefix", default=None, type=optional_str, help="prefix labels, e.g. AI -> AI_baroque")
+                   help="YAML 'coarse: [fine, ...]' merging labels, or a shipped map's name (artnet5, ai_artbench20, ...)")
+    g.add_argument("--compose-prefix", default=None, type=optional_str,
+                   help="prefix labels (AI -> AI_baroque); one prefix per --data source for origin x style labels")
     g.add_argument("--split", default="random", choices=["random", "group"], help="group = artist-disjoint")
     g.add_argument("--split-file", default=None, type=optional_str, help="reuse a split.json written by an earlier run")
     g.add_argument("--test-size", type=float, default=0.2)
@@ -202,34 +207,96 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # ---------------------------------------------------------------- data
 
-def load_dataset(args):
+def _load_one(args, data, prefix=None):
     from artlens import data as D
 
-    if args.data_labels:
-        ds = D.load_labelled_folders(args.data, args.data_labels)
-    else:
-        ds = D.load_data(args.data, image_column=args.image_column, label_column=args.label_column,
-                         split=args.dataset_split, group_column=args.group_column)
+    ds = D.load_data(data, image_column=args.image_column, label_column=args.label_column,
+                     split=args.dataset_split, group_column=args.group_column)
     if args.label_map:
-        ds = D.apply_label_map(ds, D.load_label_map(args.label_map))
+        ds = D.apply_label_map(ds, D.load_label_map(label_map_path(args.label_map)))
         if len(ds) == 0:
-            raise DataError(f"the label map {args.label_map} matches none of the labels in {args.data}")
-    if args.compose_prefix:
-        ds = D.compose_labels(ds, args.compose_prefix)
-    ds = D.cap_per_class(ds, args.max_per_class, seed=args.seed)
-    labels = sorted(set(ds["label"]))
+            raise DataError(f"the label map {args.label_map} matches none of the labels in {data}")
+    if prefix:
+        ds = D.compose_labels(ds, prefix)
+    return D.cap_per_class(ds, args.max_per_class, seed=args.seed)
+
+
+def label_map_path(name: str) -> Path:
+    """A YAML path, or the name of a map shipped in artlens/label_maps (``artnet5``)."""
+    p = Path(name)
+    if p.exists():
+        return p
+    shipped = ROOT / "artlens" / "label_maps" / f"{p.stem}.yaml"
+    if "/" not in name and shipped.exists():
+        return shipped
+    import artlens
+
+    packaged = Path(artlens.__file__).parent / "label_maps" / f"{p.stem}.yaml"
+    if "/" not in name and packaged.exists():
+        return packaged
+    known = sorted(f.stem for f in (ROOT / "artlens" / "label_maps").glob("*.yaml"))
+    raise DataError(f"label map '{name}' not found: pass a YAML file or one of {', '.join(known)}")
+
+
+def _as_list(v) -> list:
+    return [] if v in (None, "", []) else list(v) if isinstance(v, (list, tuple)) else [s.strip() for s in str(v).split(",") if s.strip()]
+
+
+def load_dataset(args):
+    """The rows to train and evaluate on, and where each must go.
+
+    Returns ``(ds, labels, fixed)``: ``fixed`` maps row indices of ``--train-extra`` rows to
+    "train" and of ``--test-data`` rows to "test"; the other rows are split by ``--split``.
+    """
+    import datasets
+
+    from artlens import data as D
+
+    data = _as_list(args.data)
+    prefixes = _as_list(args.compose_prefix)
+    if len(prefixes) > 1 and len(prefixes) != len(data):
+        raise ConfigError(f"--compose-prefix gives {len(prefixes)} prefixes for {len(data)} data sources; "
+                          f"give one prefix, or one per --data entry")
+    if args.data_labels:
+        main = D.cap_per_class(D.load_labelled_folders(data, _as_list(args.data_labels)), args.max_per_class, seed=args.seed)
+        if prefixes:
+            main = D.compose_labels(main, prefixes[0])
+    else:
+        parts = [_load_one(args, d, prefixes[i] if len(prefixes) > 1 else (prefixes[0] if prefixes else None))
+                 for i, d in enumerate(data)]
+        main = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    pieces, fixed = [main], {}
+    n = len(main)
+    for role, srcs in (("train", _as_list(args.train_extra)), ("test", _as_list(args.test_data))):
+        for src in srcs:
+            extra = _load_one(args, src, prefixes[0] if len(prefixes) == 1 else None)
+            fixed.update({i: role for i in range(n, n + len(extra))})
+            n += len(extra)
+            pieces.append(extra)
+    ds = pieces[0] if len(pieces) == 1 else datasets.concatenate_datasets(
+        [p.cast(pieces[0].features) for p in pieces])
+    labels = sorted(set(main["label"]) | {ds[i]["label"] for i, r in fixed.items() if r == "train"})
     if len(labels) < 2:
         raise DataError(f"{args.data}: found {len(labels)} label(s) {labels}; a classifier needs at least 2")
-    return ds, labels
+    unknown = sorted(set(ds["label"]) - set(labels))
+    if unknown:
+        raise DataError(f"--test-data labels {unknown[:5]} never occur in the training data {labels[:10]}; "
+                        f"use a --label-map that maps both onto the same names")
+    return ds, labels, fixed
 
 
-def make_split(args, ds, out: Path, is_main: bool) -> dict:
+def make_split(args, ds, fixed: dict, out: Path, is_main: bool) -> dict:
     from artlens import data as D
 
     if args.split_file:
         split = D.load_split(args.split_file, ds)
     else:
-        split = D.split_data(ds, test_size=args.test_size, val_size=args.val_size, by=args.split, seed=args.seed)
+        free = [i for i in range(len(ds)) if i not in fixed]
+        test_size = 0.0 if any(r == "test" for r in fixed.values()) else args.test_size
+        sub = D.split_data(ds.select(free), test_size=test_size, val_size=args.val_size, by=args.split, seed=args.seed)
+        split = {k: [free[i] for i in v] for k, v in sub.items()}
+        for i, role in sorted(fixed.items()):
+            split[role].append(i)
     if args.max_train_samples and len(split["train"]) > args.max_train_samples:
         rng = np.random.RandomState(args.seed)
         split["train"] = sorted(rng.choice(split["train"], args.max_train_samples, replace=False).tolist())
@@ -359,8 +426,8 @@ def main(args: argparse.Namespace) -> dict:
     accelerator.wait_for_everyone()
 
     with accelerator.main_process_first():
-        ds, labels = load_dataset(args)
-    split = make_split(args, ds, out, is_main)
+        ds, labels, fixed = load_dataset(args)
+    split = make_split(args, ds, fixed, out, is_main)
     parts = {k: ds.select(v) for k, v in split.items()}
     accelerator.print(f"{len(ds)} images, {len(labels)} labels; split "
                       + ", ".join(f"{k} {len(v)}" for k, v in parts.items()))
