@@ -132,33 +132,129 @@ def cmd_push(args) -> int:
 # ---------------------------------------------------------------- explain
 
 def add_explain_parser(sub):
-    p = sub.add_parser("explain", help="heat maps: what the model looked at (Grad-CAM family, LIME)")
-    p.add_argument("images", nargs="+")
-    p.add_argument("--model", default=None)
-    p.add_argument("--method", default="gradcam")
+    p = sub.add_parser("explain", help="heat maps: what the model looked at (Grad-CAM family, LIME)",
+                       description="Writes one overlay PNG per image (and layer) and explanations.json with the "
+                                   "numbers: prediction, target, score, where the heat is, and optionally the "
+                                   "deletion/insertion faithfulness scores.")
+    p.add_argument("images", nargs="+", help="image files or folders")
+    p.add_argument("--model", default=None, help="style (default), artist, origin, a model folder, a Hub id or a timm name")
+    p.add_argument("--method", default="gradcam", help="gradcam, gradcam++, scorecam, eigencam, layercam or lime "
+                                                        "(comma-separated for several)")
     p.add_argument("--target", default=None, help="label to explain (default: the predicted one)")
-    p.add_argument("--layer", default=None, help="target layer name (default: found automatically)")
+    p.add_argument("--layer", default=None, help="CAM target layer, e.g. blocks.5 (default: found automatically); "
+                                                 "comma-separated for several, 'all' for every feature stage")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--alpha", type=float, default=0.5, help="opacity of the heat map over the painting")
+    p.add_argument("--colormap", default="jet", help="matplotlib colour map")
+    p.add_argument("--batch-size", type=int, default=8, help="images per CAM batch")
+    p.add_argument("--num-samples", type=int, default=200, help="LIME: perturbed copies")
+    p.add_argument("--segmentation", default="slic", choices=["slic", "quickshift"], help="LIME: superpixels")
+    p.add_argument("--n-segments", type=int, default=40, help="LIME (slic): about this many superpixels")
+    p.add_argument("--seed", type=int, default=0, help="LIME: sampling seed (same seed, same map)")
+    p.add_argument("--faithfulness", action="store_true",
+                   help="also compute deletion/insertion AUC per image (21 extra forward passes each)")
 
 
 def cmd_explain(args) -> int:
-    raise NotImplementedError("artlens explain: being written (artlens/explain.py)")
+    import os
+    from pathlib import Path
+
+    import torch
+    import yaml
+
+    from .explain import METHODS, ExplainError, explain_batch, faithfulness, layer_names, overlay, save_png
+    from .images import list_images
+    from .models import load_model
+
+    try:
+        methods = [m.strip().lower() for m in args.method.split(",") if m.strip()]
+        bad = [m for m in methods if m not in METHODS]
+        if bad:
+            raise ExplainError(f"unknown method {bad}; choose from {', '.join(METHODS)}")
+        files = list_images(args.images)
+        if not files:
+            raise ImageError(f"no images found in {' '.join(args.images)}")
+        model = load_model(args.model)
+        layers = [None]
+        if args.layer:
+            layers = layer_names(model) if args.layer == "all" else [s.strip() for s in args.layer.split(",")]
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        lime_kw = {"num_samples": args.num_samples, "segmentation": args.segmentation,
+                   "n_segments": args.n_segments, "seed": args.seed}
+        records, status = [], 0
+        torch.set_grad_enabled(True)
+        for method in methods:
+            for layer in ([None] if method == "lime" else layers):
+                for start in range(0, len(files), args.batch_size):
+                    chunk = files[start:start + args.batch_size]
+                    kw = lime_kw if method == "lime" else {"layer": layer, "batch_size": args.batch_size}
+                    try:
+                        exps = explain_batch(model, [str(f) for f in chunk], method, target=args.target, **kw)
+                    except ImageError:
+                        exps = []  # one bad file must not hide the others: redo this chunk one by one
+                        for f in chunk:
+                            try:
+                                exps += explain_batch(model, [str(f)], method, target=args.target, **kw)
+                            except ImageError as e:
+                                exps.append(e)
+                    for f, e in zip(chunk, exps):
+                        if isinstance(e, ImageError):
+                            records.append({"file": str(f), "method": method, "error": str(e)})
+                            print(f"{f}\tERROR\t{e}", file=sys.stderr)
+                            status = 1
+                            continue
+                        tag = method.replace("+", "p") + (f"_{layer}" if layer else "")
+                        png = save_png(overlay(str(f), e, alpha=args.alpha, colormap=args.colormap),
+                                       out / f"{Path(f).stem}_{tag}.png")
+                        rec = {"file": str(f), "overlay": png.name, **e.to_dict()}
+                        if args.faithfulness:
+                            rec.update({k: round(v, 6) for k, v in faithfulness(model, str(f), e).items()})
+                        records.append(rec)
+                        print(f"{f}\t{method}{' ' + layer if layer else ''}\t{e.label}\t{e.score:.3f}\t-> {png}", flush=True)
+        for name, text in (("explanations.json", json.dumps(records, indent=1)),
+                           ("explain_config.yaml", yaml.safe_dump(vars(args), sort_keys=False))):
+            tmp = out / (name + ".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, out / name)
+        return status
+    except ExplainError as e:
+        print(f"artlens explain: error: {e}", file=sys.stderr)
+        return 2
 
 
 # ---------------------------------------------------------------- space
 
 def add_space_parser(sub):
-    p = sub.add_parser("space", help="run the Gradio Space locally")
-    p.add_argument("--style", default=None)
-    p.add_argument("--artist", default=None)
-    p.add_argument("--origin", default=None)
-    p.add_argument("--examples", default=None)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=7860)
+    p = sub.add_parser("space", help="run the Gradio Space locally (spaces/artlens/app.py)")
+    p.add_argument("--style", default=None, help="style model: folder or Hub id (default: embedded, or $ARTLENS_STYLE_MODEL)")
+    p.add_argument("--artist", default=None, help="artist model (default: embedded, or $ARTLENS_ARTIST_MODEL)")
+    p.add_argument("--origin", default=None, help="human/AI model (default: embedded, or $ARTLENS_ORIGIN_MODEL)")
+    p.add_argument("--examples", default=None, help="folder of example paintings (default: $ARTLENS_EXAMPLES, none)")
+    p.add_argument("--host", default=None, help="address to listen on (default: $GRADIO_SERVER_NAME or 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default: $GRADIO_SERVER_PORT or 7860)")
+    p.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs network)")
+
+
+def load_space_app():
+    """The Space's app.py module; it lives in the source tree, beside the package."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "spaces" / "artlens" / "app.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"the Space app is not at {path}; `artlens space` runs from a source checkout "
+                                f"installed with `pip install -e .` (or run `python spaces/artlens/app.py` there)")
+    spec = importlib.util.spec_from_file_location("artlens_space_app", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def cmd_space(args) -> int:
-    raise NotImplementedError("artlens space: being written (spaces/artlens/app.py)")
+    load_space_app().run(style=args.style, artist=args.artist, origin=args.origin, examples=args.examples,
+                         host=args.host, port=args.port, share=args.share)
+    return 0
 
 
 # ---------------------------------------------------------------- main

@@ -15,3 +15,26 @@ DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 def data_dir() -> Path:
     assert DATA_DIR.is_dir(), f"the real data is expected at {DATA_DIR} (../shared/data beside the repo)"
     return DATA_DIR
+
+
+# ---- the Space (test_space.py, test_space_inputs.py, test_browser.py): tiny models, one running app
+@pytest.fixture(scope="session")
+def space_models(tmp_path_factory, data_dir) -> dict:
+    from tests.space_helpers import make_space_models
+
+    return make_space_models(tmp_path_factory.mktemp("space_models"), data_dir)
+
+
+@pytest.fixture(scope="session")
+def space_url(space_models, data_dir, tmp_path_factory):
+    """``python spaces/artlens/app.py`` serving the tiny models, with two example paintings; closed at the end."""
+    import shutil
+
+    from tests.space_helpers import start_space, stop_space
+
+    examples = tmp_path_factory.mktemp("space_examples")
+    for f in sorted((data_dir / "paintings_styles10" / "Impressionism").glob("*.jpg"))[:2]:
+        shutil.copy(f, examples / f.name)
+    proc, url, _ = start_space(space_models, examples=examples, log_path=examples.parent / "space.log")
+    yield url
+    stop_space(proc)
