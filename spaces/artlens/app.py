@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import os
 import re
 import sys
@@ -94,11 +95,19 @@ def explain_models(predictors: dict[str, Predictor]) -> dict:
 
 # ---------------------------------------------------------------- handlers
 
+@functools.lru_cache(maxsize=4)
+def _decoded(path: str, mtime_ns: int, size: int):
+    # preview, classify and detect all run on the same upload: decode it once
+    return open_image(path)
+
+
 def _open(path, max_side=None):
     if path is None:
         raise gr.Error("Upload a painting first (JPEG, PNG, WebP, GIF, BMP or TIFF).")
     try:
-        return open_image(path, max_side=max_side) if max_side else open_image(path)
+        st = os.stat(path) if os.path.isfile(path) else None
+        img = _decoded(str(path), st.st_mtime_ns, st.st_size) if st else open_image(path)
+        return open_image(img, max_side=max_side) if max_side else img
     except ImageError as e:
         # gradio keeps uploads under a temporary folder; the user knows the file by its name
         raise gr.Error(str(e).replace(str(path), Path(str(path)).name), title="Cannot read this image",
