@@ -60,6 +60,9 @@ def run_browser_session(url: str, painting: Path, bad_file: Path, shots: Path, l
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             errors = []
             page.on("pageerror", lambda e: errors.append(str(e)))
+            outside = []  # the Space must work offline: nothing but the app itself is requested
+            page.on("request", lambda r: outside.append(r.url) if not r.url.startswith((url.rstrip("/"), "data:", "blob:"))
+                    else None)
             page.goto(url, wait_until="domcontentloaded")
             page.get_by_role("heading", name="artlens").wait_for(timeout=60_000)
             page.locator("#upload input[type=file]").set_input_files(str(painting))
@@ -106,6 +109,7 @@ def run_browser_session(url: str, painting: Path, bad_file: Path, shots: Path, l
             page.locator("#upload input[type=file]").set_input_files(str(painting))
             _wait_text(page, "#style", "|".join(map(re.escape, labels["style"])))
             assert not errors, f"JavaScript errors on the page: {errors[:3]}"
+            assert not outside, f"the page requested other hosts: {outside[:5]}"
         finally:
             browser.close()
 
