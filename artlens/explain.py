@@ -251,17 +251,24 @@ def _cam(model: nn.Module, method: str, layer: str, input_hw):
     cls = {"gradcam": pgc.GradCAM, "gradcam++": pgc.GradCAMPlusPlus, "scorecam": pgc.ScoreCAM,
            "eigencam": pgc.EigenCAM, "layercam": pgc.LayerCAM}[method]
     was_training = model.training
-    # Gradients are needed for the activations only: switching them off for the weights saves the
-    # weight-gradient half of the backward pass, and works on frozen models too.
+    module = _get_layer(model, layer)
+    # Only the gradient at the target layer is needed: its output becomes a leaf that requires
+    # grad and no weight does, so the backward pass runs from the logits down to that layer only
+    # (not through the early high-resolution layers), and frozen models work too.
     flags = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in flags:
         p.requires_grad_(False)
-    cam = cls(model=model, target_layers=[_get_layer(model, layer)], reshape_transform=_reshape_transform(model, input_hw))
-    cam.batch_size = 32  # Score-CAM: masked copies per forward
+    leaf = module.register_forward_hook(
+        lambda mod, inp, out: out.detach().requires_grad_(True) if torch.is_tensor(out) and out.is_floating_point() else None)
+    cam = None
     try:
+        cam = cls(model=model, target_layers=[module], reshape_transform=_reshape_transform(model, input_hw))
+        cam.batch_size = 32  # Score-CAM: masked copies per forward
         yield cam
     finally:
-        cam.activations_and_grads.release()
+        leaf.remove()
+        if cam is not None:
+            cam.activations_and_grads.release()
         for p, f in flags:
             p.requires_grad_(f)
         model.train(was_training)
@@ -295,7 +302,7 @@ def _resolve_target(model: nn.Module, target) -> int | None:
 
 def _top(probs: np.ndarray, names: list[str], k: int = 5) -> list:
     idx = np.argsort(-probs)[:k]
-    return [[names[i], round(float(probs[i]), 6)] for i in idx]
+    return [{"label": names[i], "score": round(float(probs[i]), 6)} for i in idx]
 
 
 # ---------------------------------------------------------------- the one call
@@ -312,8 +319,11 @@ def explain(model: nn.Module, image, method: str = "gradcam", target=None, layer
 
 
 def explain_batch(model: nn.Module, images: Sequence, method: str = "gradcam", target=None,
-                  layer: str | None = None, batch_size: int = 8, **kwargs) -> list[Explanation]:
-    """Explain several images; ``target`` is one target for all or a list with one per image."""
+                  layer: str | None = None, batch_size: int | None = None, **kwargs) -> list[Explanation]:
+    """Explain several images; ``target`` is one target for all or a list with one per image.
+
+    ``batch_size``: images per CAM pass (default 8); for LIME, perturbed copies per forward pass.
+    """
     method = method.lower().replace("_", "").replace("-", "")
     method = {"gradcampp": "gradcam++", "gradcamplusplus": "gradcam++"}.get(method, method)
     if method not in METHODS:
@@ -325,10 +335,13 @@ def explain_batch(model: nn.Module, images: Sequence, method: str = "gradcam", t
     if method == "lime":
         if layer:
             raise ExplainError("LIME has no target layer; --layer is for the CAM methods")
+        if batch_size:
+            kwargs["batch_size"] = batch_size
         return [_explain_lime(model, img, t, **kwargs) for img, t in zip(images, targets)]
     if kwargs:
         raise ExplainError(f"options {sorted(kwargs)} are for LIME; the CAM methods take only layer")
     out = []
+    batch_size = batch_size or 8
     for i in range(0, len(images), batch_size):
         out += _explain_cam(model, images[i:i + batch_size], method, targets[i:i + batch_size], layer)
     return out
@@ -343,7 +356,6 @@ def _explain_cam(model, images, method, targets, layer) -> list[Explanation]:
     x = torch.stack([prep.tensor(prep.crop(im)) for im in imgs])
     layer = layer or default_layer(model)
     with torch.enable_grad(), _cam(model, method, layer, x.shape[-2:]) as cam:
-        x.requires_grad_(True)
         if all(t is None for t in targets):
             maps = cam(input_tensor=x, targets=None)  # the top class of each image, from the same forward
             targets = cam.outputs.detach().argmax(-1).tolist()
@@ -600,7 +612,8 @@ def overlay(image, explanation: Explanation | np.ndarray, alpha: float = 0.5, co
             if ids:
                 mask = np.isin(seg, ids)
                 edge = find_boundaries(mask, mode="inner")
-                edge = edge | np.roll(edge, 1, 0) | np.roll(edge, 1, 1)  # 2 px, visible on large images
+                edge[1:] |= edge[:-1]  # 2 px wide, so the outline shows on large images
+                edge[:, 1:] |= edge[:, :-1]
                 out[edge & mask] = colour
     return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
 
@@ -646,7 +659,7 @@ def class_average_maps(model: nn.Module, data, method: str = "gradcam", size: in
         imgs = [r["bytes"] if r.get("bytes") else r["path"] for r in rows["image"]]
         labs = labels[i:i + step]
         tg = [lab if target == "label" and lab in names else None for lab in labs]
-        for lab, exp in zip(labs, explain_batch(model, imgs, method, target=tg, layer=layer, batch_size=step, **kwargs)):
+        for lab, exp in zip(labs, explain_batch(model, imgs, method, target=tg, layer=layer, batch_size=None if method == "lime" else step, **kwargs)):
             m = np.asarray(Image.fromarray(exp.heatmap.astype(np.float32), "F").resize((size, size), Image.BILINEAR))
             sums[lab] = sums.get(lab, 0) + m
             n[lab] = n.get(lab, 0) + 1
