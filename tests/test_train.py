@@ -1,0 +1,263 @@
+"""trainers/train.py: configs, the Accelerate loop on the real paintings, resume after SIGKILL."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "trainers"))
+
+import train  # noqa: E402
+
+CONFIGS = sorted((ROOT / "trainers" / "configs").glob("*.yaml"))
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARTLENS_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def run(argv):
+    return train.main(train.parse_args([str(a) for a in argv]))
+
+
+# ---------------------------------------------------------------- configs
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_recipe_parses_with_valid_keys(path):
+    cfg = yaml.safe_load(path.read_text())
+    keys = set(train.valid_keys(train.build_parser()))
+    assert isinstance(cfg, dict) and cfg
+    assert set(k.replace("-", "_") for k in cfg) <= keys, set(cfg) - keys
+    args = train.parse_args(["--config", str(path), "--output-dir", "/tmp/unused"])
+    ref = str(args.model)
+    assert timm.is_model(ref) or ref in ("style", "artist", "origin") or "/" in ref, ref
+    if args.label_map:
+        labels = train.label_map_path(args.label_map)
+        assert labels.exists()
+    if args.freeze.startswith("prefixes:") and timm.is_model(ref):
+        names = [n for n, _ in timm.create_model(ref, pretrained=False, num_classes=2).named_parameters()]
+        for px in args.freeze.split(":", 1)[1].split(","):
+            assert any(n.startswith(px) for n in names), px
+
+
+def test_recipes_cover_the_published_setups():
+    by_name = {p.stem: yaml.safe_load(p.read_text()) for p in CONFIGS}
+    ab = by_name["ai_artbench_resnet18"]
+    assert (ab["model"], ab["freeze"], ab["optimizer"], ab["lr"], ab["patience"], ab["aug"], ab["img_size"]) == (
+        "resnet18", "prefixes:conv1,bn1,layer1,layer2", "sgd", 0.001, 3, "flip_rotate", 224)
+    an = by_name["artnet_densenet121"]
+    assert (an["model"], an["head"], an["optimizer"], an["lr"], an["schedule"], an["step_epochs"], an["step_gamma"],
+            an["batch_size"], an["pad_square"], an["five_crop"], an["label_map"]) == (
+        "densenet121", "artnet", "adam", 0.0001, "step", 2, 0.5, 32, True, True, "artnet5")
+    assert by_name["best_artworks_resnet50"]["class_weights"] is True
+    for k in ("painting91_styles_effnetb0", "painting91_artists_effnetb0"):
+        assert (by_name[k]["label_smoothing"], by_name[k]["freeze"], by_name[k]["model"]) == (0.1, "top:0.3", "efficientnet_b0")
+    assert {"monet_renoir_effnetb0_real", "monet_renoir_effnetb0_synthetic", "monet_renoir_effnetb0_real_synthetic"} <= set(by_name)
+    assert by_name["styles10_offline"]["split"] == "group"
+    assert by_name["origin_offline"]["data_labels"] == ["human", "ai"]
+
+
+def test_unknown_config_key_names_the_key_and_the_valid_ones(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("data: x\nepochz: 3\n")
+    with pytest.raises(train.ConfigError) as e:
+        train.parse_args(["--config", str(cfg), "--output-dir", str(tmp_path / "o")])
+    msg = str(e.value)
+    assert "epochz" in msg and "epochs" in msg and "max_train_samples" in msg
+
+
+def test_config_values_are_typed_and_flags_override(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data: [a, b]\ndata_labels: [human, ai]\nlr: 1e-4\nepochs: 7\ncache_features: 'true'\n"
+                   "freeze: linear_probe\noutput_dir: somewhere\n")
+    a = train.parse_args(["--config", str(cfg), "--epochs", "2", "--max-train-samples", "5"])
+    assert a.lr == pytest.approx(1e-4) and isinstance(a.lr, float)
+    assert (a.epochs, a.max_train_samples, a.cache_features, a.output_dir) == (2, 5, True, "somewhere")
+    assert a.data == ["a", "b"] and a.data_labels == ["human", "ai"]
+    b = train.parse_args(["--data", "x,y", "--data-labels", "human,ai", "--output-dir", "o"])
+    assert b.data == ["x", "y"] and b.data_labels == ["human", "ai"]
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--data", "x"], ["--output-dir"]),
+    (["--output-dir", "o"], ["--data"]),
+    (["--data", "x", "--output-dir", "o", "--cache-features", "true"], ["linear_probe"]),
+    (["--data", "a,b", "--output-dir", "o"], ["--data-labels"]),
+    (["--data", "a,b", "--data-labels", "one", "--output-dir", "o"], ["one label per folder"]),
+])
+def test_config_errors_are_clear(argv, words):
+    with pytest.raises(train.ConfigError) as e:
+        train.parse_args(argv)
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_bad_choice_in_yaml_is_a_config_error(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("optimizer: lbfgs\n")
+    with pytest.raises(train.ConfigError, match="optimizer"):
+        train.parse_args(["--config", str(cfg), "--data", "x", "--output-dir", "o"])
+
+
+def test_unknown_label_map_name_lists_the_shipped_ones():
+    from artlens.data import DataError
+
+    with pytest.raises(DataError, match="artnet5"):
+        train.label_map_path("no_such_map")
+    assert train.label_map_path("artnet5").name == "artnet5.yaml"
+
+
+# ---------------------------------------------------------------- pieces
+
+def test_choose_threshold_maximises_balanced_accuracy():
+    p = np.array([0.05, 0.1, 0.2, 0.3, 0.35, 0.6, 0.9])
+    pos = np.array([False, False, False, True, True, True, True])
+    t = train.choose_threshold(p, pos)
+    assert 0.2 < t <= 0.3
+    assert train.choose_threshold(p, np.ones(7, bool)) == 0.5
+
+
+def test_frozen_batchnorm_stays_in_eval_mode():
+    from artlens.models import freeze, load_model
+
+    m = load_model("tf_efficientnet_lite0", num_classes=3, pretrained=False)
+    freeze(m, "linear_probe")
+    train.set_train_mode(m)
+    bns = [mod for mod in m.modules() if isinstance(mod, torch.nn.BatchNorm2d)]
+    assert bns and not any(b.training for b in bns)
+    assert m.get_classifier().training
+    freeze(m, "none")
+    train.set_train_mode(m)
+    assert all(b.training for b in bns)
+
+
+# ---------------------------------------------------------------- real runs
+
+@pytest.mark.slow
+def test_cached_linear_probe_origin_recipe(data_dir, tmp_path, cache):
+    from artlens.models import load_model
+    from artlens.predict import Predictor
+
+    out = tmp_path / "origin"
+    res = run(["--config", ROOT / "trainers/configs/origin_offline.yaml", "--output-dir", out,
+               "--data", f"{data_dir / 'paintings_styles10'},{data_dir / 'ai_sd15_styles15'}",
+               "--max-per-class", 40, "--img-size", 128, "--epochs", 12, "--feature-copies", 1, "--patience", 0])
+    for f in ("config.json", "model.safetensors", "README.md", "test_confusion.png", "test_metrics.json",
+              "train_config.yaml", "all_results.json", "split.json"):
+        assert (out / f).is_file(), f
+    assert not (out / "checkpoints").exists()
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["label_names"] == ["ai", "human"] and cfg["architecture"] == "tf_efficientnet_lite0"
+    assert cfg["pretrained_cfg"]["input_size"] == [3, 128, 128]
+    results = json.loads((out / "all_results.json").read_text())
+    assert 0.0 < results["threshold"] < 1.0 and results["threshold"] == res["threshold"]
+    # human vs AI from ImageNet features: far above the 0.5 of chance on the held-out artists
+    assert results["test_balanced_accuracy"] >= 0.7, results
+    saved = yaml.safe_load((out / "train_config.yaml").read_text())
+    assert saved["epochs"] == 12 and saved["data_labels"] == ["human", "ai"]
+    split = json.loads((out / "split.json").read_text())
+    assert not set(split["train"]) & set(split["test"])
+    # the export is a normal timm model folder that carries its threshold
+    m = load_model(out)
+    assert isinstance(m.get_classifier(), torch.nn.Linear)
+    assert m.pretrained_cfg["artlens_threshold"] == pytest.approx(results["threshold"])
+    ai = sorted((data_dir / "ai_sd15_styles15" / "Cubism").glob("*.jpg"))[:2]
+    preds = Predictor(str(out)).predict([str(p) for p in ai])
+    assert {p["label"] for p in preds} <= {"ai", "human"} and all("p_ai" in p for p in preds)
+
+
+@pytest.mark.slow
+def test_cached_and_plain_linear_probe_agree(data_dir, tmp_path, cache):
+    common = ["--data", data_dir / "paintings_styles10", "--max-per-class", 5, "--img-size", 32, "--epochs", 3,
+              "--freeze", "linear_probe", "--aug", "none", "--lr", 0.01, "--batch-size", 8, "--seed", 3]
+    fast = run(common + ["--output-dir", tmp_path / "fast", "--cache-features", "true"])
+    slow = run(common + ["--output-dir", tmp_path / "slow", "--cache-features", "false"])
+    assert fast["label_names"] == slow["label_names"] and len(fast["label_names"]) == 10
+    hf = json.loads((tmp_path / "fast" / "history.json").read_text())
+    hs = json.loads((tmp_path / "slow" / "history.json").read_text())
+    assert [h["epoch"] for h in hf] == [1, 2, 3]
+    for a, b in zip(hf, hs):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-3)
+        assert a["val_accuracy"] == pytest.approx(b["val_accuracy"])
+    assert fast["test_accuracy"] == pytest.approx(slow["test_accuracy"])
+
+
+@pytest.mark.slow
+def test_artnet_head_pad_square_five_crop_exports_plain_timm(data_dir, tmp_path, cache):
+    from artlens.data import eval_transform
+    from artlens.models import load_model
+
+    out = tmp_path / "artnet"
+    res = run(["--data", data_dir / "paintings_styles10", "--output-dir", out, "--max-per-class", 3,
+               "--img-size", 64, "--epochs", 1, "--head", "artnet", "--pad-square", "true", "--five-crop", "true",
+               "--freeze", "top:0.1", "--optimizer", "adam", "--lr", 1e-4, "--schedule", "step", "--batch-size", 10,
+               "--label-map", ROOT / "artlens/label_maps/artnet5.yaml", "--val-size", 0.3, "--test-size", 0.3])
+    assert res["label_names"] == ["Expressionism", "Impressionism"]  # the styles10 styles that artnet5 keeps
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["pretrained_cfg"]["crop_mode"] == "border" and cfg["pretrained_cfg"]["crop_pct"] == 1.0
+    m = timm.create_model(f"local-dir:{out}")  # plain timm: the ArtNet head was folded into a linear layer
+    assert isinstance(m.get_classifier(), torch.nn.Linear) and m.num_classes == 2
+    tf = eval_transform(load_model(out))
+    assert "CenterCropOrPad" in repr(tf)
+
+
+def _wait_for_epoch(state: Path, proc, epoch: int, timeout: float = 240):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            return False
+        try:
+            if json.loads(state.read_text())["epoch"] >= epoch:
+                return True
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_matches_uninterrupted_run(data_dir, tmp_path):
+    env = dict(os.environ, ARTLENS_CACHE=os.environ.get("ARTLENS_CACHE", str(tmp_path / "cache")),
+               HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, str(ROOT / "trainers" / "train.py"), "--config",
+           str(ROOT / "trainers/configs/styles10_offline.yaml"), "--data", str(data_dir / "paintings_styles10"),
+           "--max-per-class", "4", "--img-size", "32", "--epochs", "3", "--cache-features", "false",
+           "--freeze", "top:0.1", "--aug", "flip", "--tta", "none", "--patience", "0", "--batch-size", "8"]
+    ref = tmp_path / "uninterrupted"
+    subprocess.run(cmd + ["--output-dir", str(ref)], env=env, check=True, capture_output=True, timeout=400)
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + ["--output-dir", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert _wait_for_epoch(out / "checkpoints" / "trainer_state.json", proc, 1), "no checkpoint before the end"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    state = json.loads((out / "checkpoints" / "trainer_state.json").read_text())
+    assert 1 <= state["epoch"] < 3 and not (out / "model.safetensors").exists()
+
+    r = subprocess.run(cmd + ["--output-dir", str(out), "--resume", "true"], env=env, capture_output=True, text=True,
+                       timeout=400)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resumed after epoch" in r.stdout + r.stderr
+    hist = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in hist] == [1, 2, 3]
+    assert hist == json.loads((ref / "history.json").read_text())
+    assert json.loads((out / "test_metrics.json").read_text()) == json.loads((ref / "test_metrics.json").read_text())
+    split = json.loads((out / "split.json").read_text())
+    artists = lambda names: {n.rsplit("_", 1)[0] for n in names}  # noqa: E731
+    assert not artists(split["train"]) & artists(split["test"])  # the recipe's artist-disjoint split
