@@ -105,9 +105,10 @@ def run_browser_session(url: str, painting: Path, bad_file: Path, shots: Path, l
             assert bad_file.name in toast.first.inner_text()
             assert page.locator("#style").inner_text().count("%") == 0  # the previous answers were cleared
             page.screenshot(path=str(shots / "5_bad_upload.png"))  # viewport: full-page drops the fixed toast
-            page.locator("#upload button[aria-label='Clear']").first.click()
-            page.locator("#upload input[type=file]").set_input_files(str(painting))
+            # ... and the next painting (an example, clicked) is answered again
+            page.get_by_role("button", name=re.compile(r"Alfred_Sisley")).first.click()
             _wait_text(page, "#style", "|".join(map(re.escape, labels["style"])))
+            _wait_text(page, "#verdict", r"Verdict: ")
             assert not errors, f"JavaScript errors on the page: {errors[:3]}"
             assert not outside, f"the page requested other hosts: {outside[:5]}"
         finally:
@@ -125,7 +126,11 @@ def test_browser_walkthrough(space_url, data_dir, tmp_path):
     defaults_built = (ROOT / "artlens" / "defaults" / "style" / "config.json").exists()
     url, proc = space_url, None
     if save and defaults_built:  # the README picture shows the real models
-        proc, url, _ = start_space(None)
+        examples = tmp_path / "examples"
+        examples.mkdir()
+        for f in sorted((data_dir / "paintings_styles10" / "Impressionism").glob("Alfred_Sisley*.jpg"))[:2]:
+            (examples / f.name).write_bytes(f.read_bytes())
+        proc, url, _ = start_space(None, examples=examples)
     try:
         run_browser_session(url, painting, bad, tmp_path / "shots", label_sets(data_dir) if proc is None else
                             _default_labels(), SCREENSHOT if save else None)

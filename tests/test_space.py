@@ -124,6 +124,7 @@ def test_space_cli_parser_and_app_loader():
     assert (args.style, args.artist, args.origin, args.examples, args.port, args.share) == ("a", None, "b", "ex", 7000, True)
     mod = load_space_app()
     assert Path(mod.__file__).resolve() == APP and callable(mod.run) and callable(mod.build_app)
+    assert Path(sys.modules["artlens"].__file__).resolve().parents[1] == ROOT  # the checkout's artlens
 
 
 def test_app_on_the_embedded_defaults(monkeypatch):
