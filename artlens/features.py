@@ -59,9 +59,11 @@ def _model_fingerprint(model: nn.Module) -> dict:
         if w.exists():
             st = w.stat()
             ref["weights"] = [st.st_size, int(st.st_mtime)]
-    # cheap identity of the backbone weights: a few sums over the state dict
+    # cheap identity of the backbone weights: a few sums over the state dict; the classifier is
+    # left out (features do not depend on it, and a new head must not invalidate the cache)
+    head = {id(p) for p in model.get_classifier().parameters()} if hasattr(model, "get_classifier") else set()
     with torch.no_grad():
-        sd = model.state_dict()
+        sd = {k: v for k, v in model.state_dict(keep_vars=True).items() if id(v) not in head}
         keys = [k for k in sd if sd[k].is_floating_point()]
         pick = keys[:: max(1, len(keys) // 16)]
         ref["weights_sum"] = [round(float(sd[k].double().sum()), 6) for k in pick]

@@ -97,3 +97,12 @@ def test_tta_copies_and_five_crop_rows(small, model, cache):
     assert np.allclose(aug, again, atol=1e-5)  # seeded: the same draws
     crops, labels = extract_features(model, small.select(range(2)), eval_transform(model), five_crop=64, cache=False)
     assert crops.shape == (10, model.num_features) and labels == [small[0]["label"]] * 5 + [small[1]["label"]] * 5
+
+
+def test_cache_key_ignores_the_classifier(small, model):
+    other = load_model("tf_efficientnet_lite0", num_classes=5)
+    other.pretrained_cfg = dict(other.pretrained_cfg, input_size=(3, 64, 64))
+    assert features_key(model, small, "eval") == features_key(other, small, "eval")
+    changed = load_model("tf_efficientnet_lite0", num_classes=2, pretrained=False)
+    changed.pretrained_cfg = dict(model.pretrained_cfg)
+    assert features_key(model, small, "eval") != features_key(changed, small, "eval")

@@ -202,7 +202,8 @@ def test_artnet_head_pad_square_five_crop_exports_plain_timm(data_dir, tmp_path,
     res = run(["--data", data_dir / "paintings_styles10", "--output-dir", out, "--max-per-class", 3,
                "--img-size", 64, "--epochs", 1, "--head", "artnet", "--pad-square", "true", "--five-crop", "true",
                "--freeze", "top:0.1", "--optimizer", "adam", "--lr", 1e-4, "--schedule", "step", "--batch-size", 10,
-               "--label-map", ROOT / "artlens/label_maps/artnet5.yaml", "--val-size", 0.3, "--test-size", 0.3])
+               "--label-map", ROOT / "artlens/label_maps/artnet5.yaml", "--val-size", 0.3, "--test-size", 0.3,
+               "--gradient-accumulation-steps", 2, "--l1", 1e-6, "--log-with", "tensorboard"])
     assert res["label_names"] == ["Expressionism", "Impressionism"]  # the styles10 styles that artnet5 keeps
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["pretrained_cfg"]["crop_mode"] == "border" and cfg["pretrained_cfg"]["crop_pct"] == 1.0
@@ -210,6 +211,20 @@ def test_artnet_head_pad_square_five_crop_exports_plain_timm(data_dir, tmp_path,
     assert isinstance(m.get_classifier(), torch.nn.Linear) and m.num_classes == 2
     tf = eval_transform(load_model(out))
     assert "CenterCropOrPad" in repr(tf)
+    assert list(out.rglob("events.out.tfevents.*")), "the tensorboard tracker wrote nothing"
+    assert len(json.loads((out / "history.json").read_text())) == 1
+
+
+@pytest.mark.slow
+def test_artists50_offline_recipe_runs_short(data_dir, tmp_path, cache):
+    out = tmp_path / "artists50"
+    res = run(["--config", ROOT / "trainers/configs/artists50_offline.yaml", "--output-dir", out,
+               "--data", data_dir / "paintings_artists50", "--max-per-class", 3, "--img-size", 48, "--epochs", 2])
+    assert len(res["label_names"]) == 50 and "Claude_Monet" in res["label_names"]
+    assert res["epochs_run"] == 2 and "threshold" not in res
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["num_classes"] == 50 and cfg["label_names"] == res["label_names"]
+    assert json.loads((out / "test_metrics.json").read_text())["n"] == res["num_test"] > 0
 
 
 def _wait_for_epoch(state: Path, proc, epoch: int, timeout: float = 240):
