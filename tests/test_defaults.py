@@ -1,0 +1,103 @@
+"""The embedded default models (artlens/defaults/{style,artist,origin}) as shipped in the package."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from artlens.models import DEFAULTS_DIR, label_names, load_model
+from artlens.predict import Predictor
+
+NAMES = ("style", "artist", "origin")
+
+
+def _folders(data_dir: Path, name: str) -> list[str]:
+    return sorted(p.name for p in (data_dir / name).iterdir() if p.is_dir())
+
+
+def _held_out(name: str) -> set[str]:
+    """File names the shipped model never trained on (its split.json test part)."""
+    return set(json.loads((DEFAULTS_DIR / name / "split.json").read_text())["test"])
+
+
+@pytest.fixture(scope="module")
+def predictors():
+    return {name: Predictor(name, task=name) for name in NAMES}
+
+
+def test_folders_are_complete_fp16_and_small():
+    total = 0
+    for name in NAMES:
+        folder = DEFAULTS_DIR / name
+        for f in ("config.json", "model.safetensors", "README.md"):
+            assert (folder / f).is_file(), f"{folder / f} missing: run `make defaults`"
+        from safetensors import safe_open
+
+        with safe_open(str(folder / "model.safetensors"), "pt") as sf:
+            dtypes = {sf.get_slice(k).get_dtype() for k in sf.keys()}
+        assert "F16" in dtypes and "F32" not in dtypes, f"{name}: expected fp16 weights, found {dtypes}"
+        card = (folder / "README.md").read_text()
+        assert "Limitations" in card and "Held-out" in card, f"{name}: the card must state measured numbers and limits"
+        total += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    assert total <= 30e6, f"default folders take {total / 1e6:.1f} MB (limit 30 MB)"
+
+
+def test_label_names_are_the_data_folder_names(data_dir):
+    assert label_names(load_model("style")) == _folders(data_dir, "paintings_styles10")
+    assert label_names(load_model("artist")) == _folders(data_dir, "paintings_artists50")
+    assert sorted(label_names(load_model("origin"))) == ["ai", "human"]
+
+
+def test_timm_local_dir_gives_the_same_logits():
+    import timm
+
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    for name in NAMES:
+        ours = load_model(name).float().eval()
+        plain = timm.create_model(f"local-dir:{DEFAULTS_DIR / name}", pretrained=True).float().eval()
+        assert plain.num_classes == ours.num_classes
+        with torch.no_grad():
+            a, b = ours(x), plain(x)
+        assert torch.allclose(a, b, atol=1e-4), f"{name}: timm and artlens loads disagree"
+
+
+def test_origin_has_a_validation_threshold_and_reports_a_verdict(predictors, data_dir):
+    cfg = load_model("origin").pretrained_cfg
+    assert cfg["artlens_positive"] == "ai"
+    assert 0.0 < float(cfg["artlens_threshold"]) < 1.0
+    card = (DEFAULTS_DIR / "origin" / "README.md").read_text()
+    assert f"{float(cfg['artlens_threshold']):.3f}" in card
+    held = _held_out("origin")
+    ai = sorted(f for f in (data_dir / "ai_sd15_styles15").glob("*/*.jpg") if f.name in held)[::7][:6]
+    human = sorted(f for f in (data_dir / "paintings_artists50").glob("*/*.jpg") if f.name in held)[::11][:6]
+    assert len(ai) == 6 and len(human) == 6
+    res = predictors["origin"].predict([str(f) for f in ai + human])
+    for r in res:
+        assert r["label"] == r["verdict"] == ("ai" if r["p_ai"] >= r["threshold"] else "human")
+    truth = ["ai"] * 6 + ["human"] * 6
+    correct = sum(r["label"] == t for r, t in zip(res, truth))
+    # held-out artists, original 512 px AI files (the model trained on 256 px copies)
+    assert correct >= 9, f"origin: only {correct}/12 held-out images right: {[r['label'] for r in res]}"
+
+
+def test_style_predictions_on_real_paintings(predictors, data_dir):
+    names = _folders(data_dir, "paintings_styles10")
+    files = [sorted((data_dir / "paintings_styles10" / s).glob("*.jpg"))[5] for s in names]
+    res = predictors["style"].predict([str(f) for f in files])
+    correct = sum(r["label"] == s for r, s in zip(res, names))
+    assert correct >= 8, f"style: {correct}/10 right: {[r['label'] for r in res]}"
+    assert all(abs(sum(r["probs"].values()) - 1) < 1e-3 for r in res)
+
+
+def test_artist_predictions_on_held_out_paintings(predictors, data_dir):
+    held = _held_out("artist")
+    names = _folders(data_dir, "paintings_artists50")[::3]  # 17 painters
+    files = [next(f for f in sorted((data_dir / "paintings_artists50" / a).glob("*.jpg")) if f.name in held) for a in names]
+    res = predictors["artist"].predict([str(f) for f in files])
+    top1 = sum(r["label"] == a for r, a in zip(res, names))
+    top5 = sum(a in [t["label"] for t in r["top_k"]] for r, a in zip(res, names))
+    assert top1 >= 8 and top5 >= 13, f"artist: top-1 {top1}/17, top-5 {top5}/17 on held-out paintings"
+    assert np.isclose(sum(res[0]["probs"].values()), 1, atol=1e-3)
