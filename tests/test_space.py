@@ -60,6 +60,18 @@ def test_classify_and_detect_handlers_on_real_paintings(predictors, paintings, d
     assert app.classify(predictors, None) == (None, None, None)  # a cleared upload clears the answers
 
 
+def test_detect_verdict_uses_the_stored_threshold_not_the_larger_probability(predictors, paintings):
+    origin = predictors["origin"]
+    saved = origin.threshold
+    try:
+        for threshold, verdict in ((0.0, "AI-generated"), (1.0 + 1e-6, "human-made")):
+            origin.threshold = threshold
+            probs, text = app.detect(predictors, str(paintings[0]))
+            assert f"Verdict: {verdict}" in text and 0.0 < probs["ai"] < 1.0
+    finally:
+        origin.threshold = saved
+
+
 def test_verdict_text_follows_the_threshold():
     ai = app.verdict_text({"p_ai": 0.93, "threshold": 0.4, "verdict": "ai"})
     assert "Verdict: AI-generated" in ai and "93.0%" in ai and "Undecided" not in ai

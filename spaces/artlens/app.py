@@ -252,8 +252,9 @@ def build_app(style=None, artist=None, origin=None, examples_dir=None, predictor
                 with gr.Accordion("All probabilities", open=False):
                     probs_out = gr.JSON(label="probabilities", elem_id="probs")
             with gr.Tab("Human or AI?", id="detect"):
-                origin_out = gr.Label(num_top_classes=2, label="Human-made or AI-generated", elem_id="origin")
                 verdict_out = gr.Markdown(elem_id="verdict")
+                # no heading: the verdict comes from the stored threshold, not from the larger bar
+                origin_out = gr.Label(num_top_classes=2, label="Probabilities", show_heading=False, elem_id="origin")
                 gr.Markdown(ORIGIN_NOTE)
             with gr.Tab("Explain", id="explain"):
                 with gr.Row():
