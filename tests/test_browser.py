@@ -123,7 +123,7 @@ def test_browser_walkthrough(space_url, data_dir, tmp_path):
     bad = tmp_path / "shopping_list.jpg"
     bad.write_text("eggs, milk, bread\n")
     save = os.environ.get("ARTLENS_SAVE_SCREENSHOT") == "1"
-    defaults_built = (ROOT / "artlens" / "defaults" / "style" / "config.json").exists()
+    defaults_built = all((ROOT / "artlens" / "defaults" / t / "config.json").exists() for t in ("style", "artist", "origin"))
     url, proc = space_url, None
     if save and defaults_built:  # the README picture shows the real models
         examples = tmp_path / "examples"

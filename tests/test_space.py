@@ -142,7 +142,7 @@ def test_space_cli_parser_and_app_loader():
 def test_app_on_the_embedded_defaults(monkeypatch):
     for t in ("STYLE", "ARTIST", "ORIGIN"):
         monkeypatch.delenv(f"ARTLENS_{t}_MODEL", raising=False)
-    if (ROOT / "artlens" / "defaults" / "style" / "config.json").exists():
+    if all((ROOT / "artlens" / "defaults" / t / "config.json").exists() for t in ("style", "artist", "origin")):
         preds = app.load_predictors()
         assert len(preds["style"].labels) >= 2 and preds["origin"].threshold is not None
         demo = app.build_app(predictors=preds)

@@ -81,7 +81,7 @@ def run(args) -> str:
     quick = bool(getattr(args, "quick", False))
     files = [str(p) for s in sorted((data / "paintings_styles10").iterdir()) if s.is_dir()
              for p in sorted(s.glob("*.jpg"))[:3]]
-    defaults = (ROOT / "artlens" / "defaults" / "style" / "config.json").exists()
+    defaults = all((ROOT / "artlens" / "defaults" / t / "config.json").exists() for t in ("style", "artist", "origin"))
     reps = {"classify": 3, "detect": 3, "gradcam": 2, "lime": 1} if quick else \
         {"classify": 10, "detect": 10, "gradcam": 5, "lime": 2}
     clients, requests = (CLIENTS, 3) if quick else (CLIENTS, REQUESTS)
