@@ -18,6 +18,15 @@ sys.path.insert(0, str(ROOT / "trainers"))
 
 import train  # noqa: E402
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # small batches of small images: one thread is as fast, and never oversubscribes a shared machine
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 CONFIGS = sorted((ROOT / "trainers" / "configs").glob("*.yaml"))
 
 
@@ -244,7 +253,7 @@ def _wait_for_epoch(state: Path, proc, epoch: int, timeout: float = 240):
 @pytest.mark.slow
 def test_resume_after_sigkill_matches_uninterrupted_run(data_dir, tmp_path):
     env = dict(os.environ, ARTLENS_CACHE=os.environ.get("ARTLENS_CACHE", str(tmp_path / "cache")),
-               HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONUNBUFFERED="1")
+               HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     cmd = [sys.executable, str(ROOT / "trainers" / "train.py"), "--config",
            str(ROOT / "trainers/configs/styles10_offline.yaml"), "--data", str(data_dir / "paintings_styles10"),
            "--max-per-class", "4", "--img-size", "32", "--epochs", "3", "--cache-features", "false",
