@@ -435,6 +435,11 @@ def main(args: argparse.Namespace) -> dict:
     set_seed(args.seed)
     model = load_model(args.model, num_classes=len(labels), pretrained=args.pretrained, label_names=labels,
                        drop_rate=args.drop_rate)
+    if args.img_size and hasattr(model, "patch_embed") and tuple(model.pretrained_cfg["input_size"][-2:]) != (args.img_size,) * 2:
+        # transformers' position embeddings are sized at creation: timm resamples them from the checkpoint
+        set_seed(args.seed)
+        model = load_model(args.model, num_classes=len(labels), pretrained=args.pretrained, label_names=labels,
+                           drop_rate=args.drop_rate, img_size=args.img_size)
     cfg = dict(model.pretrained_cfg)
     if args.img_size:
         cfg["input_size"] = (3, args.img_size, args.img_size)
