@@ -285,3 +285,12 @@ def test_resume_after_sigkill_matches_uninterrupted_run(data_dir, tmp_path):
     split = json.loads((out / "split.json").read_text())
     artists = lambda names: {n.rsplit("_", 1)[0] for n in names}  # noqa: E731
     assert not artists(split["train"]) & artists(split["test"])  # the recipe's artist-disjoint split
+
+
+def test_saved_train_config_reproduces_the_run_config(tmp_path):
+    a = train.parse_args(["--config", str(ROOT / "trainers/configs/styles10_offline.yaml"), "--output-dir", str(tmp_path),
+                          "--epochs", "3"])
+    saved = tmp_path / "train_config.yaml"
+    saved.write_text(yaml.safe_dump(train._config_dict(a), sort_keys=False))
+    b = train.parse_args(["--config", str(saved)])
+    assert {k: v for k, v in vars(b).items() if k != "config"} == {k: v for k, v in vars(a).items() if k != "config"}

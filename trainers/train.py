@@ -172,6 +172,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         defaults = {}
         for key, value in cfg.items():
             k = str(key).replace("-", "_")
+            if k == "config":  # a saved train_config.yaml names the file it came from
+                continue
             if k not in keys:
                 raise ConfigError(f"unknown key '{key}' in {path}; valid keys are: {', '.join(keys)}")
             act = actions[k]
@@ -436,7 +438,7 @@ def main(args: argparse.Namespace) -> dict:
     model = load_model(args.model, num_classes=len(labels), pretrained=args.pretrained, label_names=labels,
                        drop_rate=args.drop_rate)
     if args.img_size and hasattr(model, "patch_embed") and tuple(model.pretrained_cfg["input_size"][-2:]) != (args.img_size,) * 2:
-        # transformers' position embeddings are sized at creation: timm resamples them from the checkpoint
+        # vision transformers size their position embeddings at creation; timm resamples the checkpoint's
         set_seed(args.seed)
         model = load_model(args.model, num_classes=len(labels), pretrained=args.pretrained, label_names=labels,
                            drop_rate=args.drop_rate, img_size=args.img_size)
