@@ -400,7 +400,7 @@ def _classifier_fn(model: nn.Module, total: int, progress: Callable[[float], Non
     done = [0]
 
     def fn(batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float().div_(255)
+        x = torch.from_numpy(np.array(batch, dtype=np.uint8)).permute(0, 3, 1, 2).float().div_(255)
         x = (x - mean) / std
         with torch.inference_mode():
             p = _probs(model(x)).numpy()
