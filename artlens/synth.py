@@ -218,9 +218,13 @@ def generate(pipe, jobs: Sequence[dict], out_dir: str | os.PathLike, steps: int 
     from tqdm.auto import tqdm
 
     out = Path(out_dir)
+    multi = state is not None and state.num_processes > 1
+    if multi:
+        state.wait_for_everyone()  # every process must see the same folder, hence the same batch list
     todo = [c for c in chunk_jobs(jobs, batch_size) if missing_jobs(c, out)]
     is_main = state is None or state.is_main_process
-    if state is not None and state.num_processes > 1:
+    if multi:
+        state.wait_for_everyone()  # nobody writes before everyone has listed what is missing
         with state.split_between_processes(todo) as mine:
             mine = list(mine)
     else:

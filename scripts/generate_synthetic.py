@@ -71,9 +71,11 @@ def _resolve_device(args) -> tuple[str, str]:
 
 
 def main(args) -> dict:
+    import torch
     from accelerate import PartialState
 
-    state = PartialState()
+    # CPU-only multi-process runs (accelerate launch --cpu, torchrun) need cpu=True to join the group
+    state = PartialState(cpu=args.device == "cpu" or not torch.cuda.is_available())
     recipe = load_recipe(args.recipe)
     jobs = build_jobs(recipe, seed=args.seed, limit=args.limit)
     out = Path(args.output_dir)
@@ -88,17 +90,18 @@ def main(args) -> dict:
     state.wait_for_everyone()
 
     todo = missing_jobs(jobs, out)
-    written = 0
     if todo:
         pipe = load_pipeline(args.model, args.scheduler, device=device, dtype=dtype)
         settings["scheduler_name"] = type(pipe.scheduler).__name__
-        written = generate(pipe, jobs, out, steps=args.steps, guidance=args.guidance, width=args.width,
+        generate(pipe, jobs, out, steps=args.steps, guidance=args.guidance, width=args.width,
                            height=args.height, batch_size=args.batch_size, state=state)
     else:
         settings["scheduler_name"] = _scheduler_name(args)
     state.wait_for_everyone()
 
-    result = {"images": len(jobs), "generated": written, "skipped": len(jobs) - len(todo), "output_dir": str(out)}
+    # counted from the folder, so images written by every process are included
+    result = {"images": len(jobs), "generated": len(todo) - len(missing_jobs(jobs, out)),
+              "skipped": len(jobs) - len(todo), "output_dir": str(out)}
     if state.is_main_process:
         write_metadata(jobs, out, settings)
         from artlens.synth import read_metadata
@@ -115,7 +118,7 @@ def main(args) -> dict:
 
             ds = datasets.load_dataset("imagefolder", data_dir=str(out), split="train")
             result["hub_url"] = push_dataset(ds, args.push_to_hub, card_path=card, private=args.private)
-        print(f"{len(rows)} images in {out} ({written} generated now, {result['skipped']} already there)")
+        print(f"{len(rows)} images in {out} ({result['generated']} generated now, {result['skipped']} already there)")
     return result
 
 

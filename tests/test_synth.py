@@ -184,3 +184,24 @@ def test_seed_changes_image(tiny_pipeline, tmp_path):
         load_pipeline(str(tiny_pipeline), scheduler="NoSuchScheduler")
     with pytest.raises(SynthError, match="model_index.json"):
         load_pipeline(str(tmp_path))
+
+
+def test_two_processes_split_the_jobs(tiny_pipeline, tmp_path):
+    """The accelerate path: two processes (torchrun, CPU) share the batches; the main one writes the metadata."""
+    import os
+    import subprocess
+
+    out = tmp_path / "multi"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(ROOT / "scripts" / "generate_synthetic.py"), "--recipe", str(RECIPES / "styles_only.yaml"),
+           "--model", str(tiny_pipeline), "--output-dir", str(out), "--limit", "8", "--steps", "1",
+           "--width", "32", "--height", "32", "--batch-size", "2"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(list(out.rglob("*.png"))) == 8
+    rows = list(csv.DictReader(open(out / "metadata.csv")))
+    assert len(rows) == 8 and len({r["file_name"] for r in rows}) == 8
+    # each process printed its progress bar over its own half of the 4 batches
+    assert "2/2" in proc.stderr and "4/4" not in proc.stderr
+    assert proc.stdout.count("8 images in") == 1  # only the main process reports and writes the card
