@@ -102,7 +102,6 @@ def test_config_values_are_typed_and_flags_override(tmp_path):
     (["--data", "x"], ["--output-dir"]),
     (["--output-dir", "o"], ["--data"]),
     (["--data", "x", "--output-dir", "o", "--cache-features", "true"], ["linear_probe"]),
-    (["--data", "a,b", "--output-dir", "o"], ["--data-labels"]),
     (["--data", "a,b", "--data-labels", "one", "--output-dir", "o"], ["one label per folder"]),
 ])
 def test_config_errors_are_clear(argv, words):
@@ -294,3 +293,70 @@ def test_saved_train_config_reproduces_the_run_config(tmp_path):
     saved.write_text(yaml.safe_dump(train._config_dict(a), sort_keys=False))
     b = train.parse_args(["--config", str(saved)])
     assert {k: v for k, v in vars(b).items() if k != "config"} == {k: v for k, v in vars(a).items() if k != "config"}
+
+
+def test_step_schedule_halves_every_n_epochs_and_onecycle_runs():
+    p = [torch.nn.Parameter(torch.zeros(2))]
+    a = train.parse_args(["--data", "x", "--output-dir", "o", "--schedule", "step", "--step-epochs", "2",
+                          "--lr", "0.1", "--epochs", "6"])
+    opt = train.make_optimizer(a, p)
+    sched = train.make_scheduler(a, opt, steps_per_epoch=3)
+    lrs = []
+    for _ in range(6 * 3):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.1) and lrs[6] == pytest.approx(0.05) and lrs[12] == pytest.approx(0.025)
+    a.schedule, a.optimizer = "onecycle", "sgd"
+    opt = train.make_optimizer(a, p)
+    assert isinstance(opt, torch.optim.SGD)
+    sched = train.make_scheduler(a, opt, steps_per_epoch=3)
+    seen = []
+    for _ in range(18):
+        opt.step()
+        sched.step()
+        seen.append(opt.param_groups[0]["lr"])
+    assert max(seen) == pytest.approx(0.1, rel=0.05) and seen[-1] < 0.01
+
+
+@pytest.mark.slow
+def test_sources_test_data_train_extra_and_composed_labels(data_dir, tmp_path):
+    styles, ai, tmp_path = str(data_dir / "paintings_styles10"), str(data_dir / "ai_sd15_styles15"), str(tmp_path)
+    two = Path(tmp_path) / "two.yaml"
+    two.write_text("Expressionism: [Expressionism]\nImpressionism: [Impressionism]\n")
+    with pytest.raises(train.DataError, match="Abstract"):  # artnet5 leaves AI classes the training data lacks
+        train.load_dataset(train.parse_args(["--data", styles, "--test-data", ai, "--label-map", "artnet5",
+                                             "--output-dir", tmp_path, "--max-per-class", "2"]))
+    a = train.parse_args(["--data", styles, "--test-data", ai, "--label-map", str(two), "--output-dir", tmp_path,
+                          "--max-per-class", "6"])
+    ds, labels, fixed = train.load_dataset(a)
+    assert labels == ["Expressionism", "Impressionism"]
+    split = train.make_split(a, ds, fixed, Path(tmp_path), True)
+    paths = [im["path"] for im in ds["image"]]
+    assert split["test"] and all("ai_sd15_styles15" in paths[i] for i in split["test"])
+    assert not any("ai_sd15_styles15" in paths[i] for i in split["train"] + split["validation"])
+    assert json.loads((Path(tmp_path) / "split.json").read_text())["test"]
+
+    b = train.parse_args(["--data", styles, "--train-extra", ai, "--label-map", "artnet5", "--output-dir", tmp_path,
+                          "--max-per-class", "6"])
+    ds, labels, fixed = train.load_dataset(b)
+    split = train.make_split(b, ds, fixed, Path(tmp_path), True)
+    paths = [im["path"] for im in ds["image"]]
+    assert all("paintings_styles10" in paths[i] for i in split["test"] + split["validation"])
+    assert sum("ai_sd15_styles15" in paths[i] for i in split["train"]) == sum(r == "train" for r in fixed.values()) > 0
+
+    c = train.parse_args(["--data", f"{styles},{ai}", "--compose-prefix", "human,AI", "--output-dir", tmp_path,
+                          "--max-per-class", "2"])
+    _, labels, _ = train.load_dataset(c)
+    assert "human_baroque" in labels and "AI_cubism" in labels and "AI_baroque" in labels
+    assert len(labels) == 25  # 10 human styles + 15 AI movements
+
+
+@pytest.mark.slow
+def test_early_stopping_with_patience(data_dir, tmp_path, cache):
+    res = run(["--data", data_dir / "paintings_styles10", "--output-dir", tmp_path / "es", "--max-per-class", 3,
+               "--img-size", 32, "--epochs", 6, "--freeze", "linear_probe", "--cache-features", "true", "--aug", "none",
+               "--lr", 0.0, "--patience", 2, "--metric", "loss"])
+    # lr 0: the validation loss never improves after epoch 1, so two more epochs end the run
+    assert res["early_stopped"] and res["epochs_run"] == 3 and res["best_epoch"] == 1
+    assert len(json.loads((tmp_path / "es" / "history.json").read_text())) == 3

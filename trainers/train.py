@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--drop-rate", type=float, default=0.0, help="timm dropout before the classifier")
     g = p.add_argument_group("data")
     g.add_argument("--data", default=None,
-                   help="imagefolder path or Hub dataset id; several folders as a YAML list or comma-separated (with --data-labels)")
+                   help="imagefolder path or Hub dataset id; several as a YAML list or comma-separated (labels from each, or --data-labels)")
     g.add_argument("--data-labels", default=None, help="one label per --data folder: every image of folder i gets label i")
     g.add_argument("--train-extra", default=None,
                    help="more sources (folders or Hub ids, list or comma-separated) added to the training split only")
@@ -200,8 +200,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.data_labels and (not isinstance(args.data, list) or len(args.data) != len(args.data_labels)):
         n = len(args.data) if isinstance(args.data, list) else 1
         raise ConfigError(f"--data-labels gives {len(args.data_labels)} labels for {n} data folder(s); give one label per folder")
-    if isinstance(args.data, list) and len(args.data) > 1 and not args.data_labels:
-        raise ConfigError("several --data folders need --data-labels (one label per folder), e.g. --data-labels human,ai")
     if isinstance(args.data, list) and len(args.data) == 1 and not args.data_labels:
         args.data = args.data[0]
     return args
