@@ -107,15 +107,14 @@ def extract_features(
     of each row. Rows are image-major; an image gives ``copies`` rows (each an independent draw of
     a random ``transform``, for augmented linear probes), times 5 with ``five_crop=size`` (the four
     corners and the centre, in :func:`artlens.data.five_crops` order). ``tta`` averages each row's
-    features over the
-    views of :func:`artlens.predict.tta_views` (``flip``, ``crops``; ``True`` means ``flip``), the
-    same views the predictor averages at inference.
+    features over the views of :func:`artlens.predict.tta_views` (``flip``, ``crops``; ``True``
+    means ``flip``), the same views the predictor averages at inference. Randomness (augmented
+    copies) is seeded by ``seed`` and the global RNG states are restored afterwards.
     """
     from safetensors.numpy import load_file, save_file
     from tqdm.auto import tqdm
 
     from .data import TorchDataset, data_config, five_crops
-
     from .predict import tta_views
 
     tta = {True: "flip", False: "none", None: "none", "true": "flip", "false": "none"}.get(tta, tta)
@@ -124,7 +123,9 @@ def extract_features(
     per_image = copies * (5 if five_crop else 1)
     labels = [lab for lab in labels_once for _ in range(per_image)]
 
-    key = features_key(model, ds, re.sub(r" at 0x[0-9a-f]+", "", repr(transform)), tta=tta, five_crop=five_crop, copies=copies,
+    # object addresses in a transform's repr would make every key new
+    desc_tf = re.sub(r" at 0x[0-9a-f]+", "", repr(transform))
+    key = features_key(model, ds, desc_tf, tta=tta, five_crop=five_crop, copies=copies,
                        seed=seed if copies > 1 or _is_random(transform) else 0)
     path = cache_dir() / "features" / f"{key}.safetensors"
     if cache and path.exists():
