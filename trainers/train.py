@@ -656,7 +656,10 @@ def cli(argv=None) -> int:
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps({k: v for k, v in results.items() if k != "label_names"}, indent=1, default=str))
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        print(json.dumps({k: v for k, v in results.items() if k != "label_names"}, indent=1, default=str))
     return 0
 
 
