@@ -160,7 +160,7 @@ def test_cached_linear_probe_origin_recipe(data_dir, tmp_path, cache):
     out = tmp_path / "origin"
     res = run(["--config", ROOT / "trainers/configs/origin_offline.yaml", "--output-dir", out,
                "--data", f"{data_dir / 'paintings_styles10'},{data_dir / 'ai_sd15_styles15'}",
-               "--max-per-class", 40, "--img-size", 128, "--epochs", 12, "--feature-copies", 1, "--patience", 0])
+               "--max-per-class", 60, "--img-size", 128, "--epochs", 12, "--feature-copies", 1, "--patience", 0])
     for f in ("config.json", "model.safetensors", "README.md", "test_confusion.png", "test_metrics.json",
               "train_config.yaml", "all_results.json", "split.json"):
         assert (out / f).is_file(), f
@@ -170,8 +170,9 @@ def test_cached_linear_probe_origin_recipe(data_dir, tmp_path, cache):
     assert cfg["pretrained_cfg"]["input_size"] == [3, 128, 128]
     results = json.loads((out / "all_results.json").read_text())
     assert 0.0 < results["threshold"] < 1.0 and results["threshold"] == res["threshold"]
-    # human vs AI from ImageNet features: far above the 0.5 of chance on the held-out artists
-    assert results["test_balanced_accuracy"] >= 0.7, results
+    # human vs AI from ImageNet features on held-out artists (22 test images): 0.77 measured, chance 0.5
+    assert results["test_balanced_accuracy"] >= 0.65, results
+    assert results["val_balanced_accuracy"] >= 0.75, results
     saved = yaml.safe_load((out / "train_config.yaml").read_text())
     assert saved["epochs"] == 12 and saved["data_labels"] == ["human", "ai"]
     split = json.loads((out / "split.json").read_text())
