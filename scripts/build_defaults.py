@@ -322,7 +322,9 @@ def ship(name: str, run_dir: Path, out_dir: Path, data: Path, train_results: dic
         shutil.rmtree(dst)
     card = {"model_name": name, "base_model": "tf_efficientnet_lite0", "summary": SUMMARY[name],
             "limitations": LIMITS[name], "extra_results": extra_md}
-    results = {k: _portable(v, data) for k, v in train_results.items() if k not in ("output_dir",)}
+    # without a validation split the trainer's "best_val_*" is minus the training loss: not a validation score
+    results = {k: _portable(v, data) for k, v in train_results.items()
+               if k != "output_dir" and not (k.startswith("best_val_") and not train_results.get("num_validation"))}
     save_model_folder(model, dst, metrics=metrics, train_config=train_config, datasets=DATASETS[name],
                       card_fields=card, dtype=torch.float16, results=results)
     if metrics:
