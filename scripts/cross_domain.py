@@ -231,7 +231,11 @@ def main(args) -> dict:
                         models[tr], tests[t], method, size=args.map_size, max_per_class=args.explain_per_class,
                         seed=args.seed, **kw)
             import matplotlib.pyplot as plt
+            import numpy as np
 
+            # the arrays too, so the figure can be redrawn (other sizes, colour maps) without recomputing
+            np.savez_compressed(out / f"maps_{t}.npz", **{f"{k.replace(chr(10), '|')}|{lab}": m
+                                                        for k, maps in grid.items() for lab, m in maps.items()})
             path = out / f"maps_{t}.png"
             plt.close(plot_class_maps(grid, path, labels=labels,
                                       title=f"class-average maps on the {t} test set (rows: trained on / method)"))

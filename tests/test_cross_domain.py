@@ -56,6 +56,9 @@ def test_cross_domain_table_maps_and_disjoint_splits(data_dir, tmp_path):
     md = (out / "cross_domain.md").read_text()
     assert "| real+synthetic |" in md and f"{table['synthetic']['real']['accuracy']:.3f}" in md
     assert json.loads((out / "cross_domain.json").read_text())["labels"] == ["Baroque", "Impressionism"]
+    import numpy as np
+    arrays = np.load(out / "maps_real.npz")
+    assert "synthetic|lime|Baroque" in arrays.files and arrays["real|gradcam|Impressionism"].shape == (32, 32)
     maps = Image.open(out / "maps_real.png")
     assert maps.width > 200 and maps.height > 400  # 6 rows (3 models x Grad-CAM, LIME) of 2 classes
 
