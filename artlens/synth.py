@@ -295,7 +295,6 @@ def write_synthetic_card(out_dir: str | os.PathLike, recipe: dict, settings: dic
         "license": license, "task_categories": ["image-classification", "text-to-image"],
         "tags": ["synthetic", "art", "paintings", "artlens", "diffusers"] + ([f"generated-by:{hub_model}"] if hub_model else []),
         "size_categories": [_size_category(len(rows))], "pretty_name": pretty_name or recipe["name"],
-        "configs": [{"config_name": "default", "data_files": "**/*"}],
     }
     recipe_public = {k: recipe[k] for k in ("name", "label_by", "templates", "negative_prompt", "images_per_prompt")}
     recipe_public["subjects"] = recipe["subjects"]
@@ -324,7 +323,13 @@ def push_dataset(dataset, repo_id: str, card_path: str | os.PathLike | None = No
         if card_path:
             from huggingface_hub import DatasetCard
 
-            DatasetCard.load(str(card_path)).push_to_hub(repo_id, token=token)
+            # push_to_hub wrote a README with the parquet `configs` and `dataset_info`; keep them in ours
+            remote = DatasetCard.load(repo_id, repo_type="dataset", token=token)
+            card = DatasetCard.load(str(card_path))
+            for key in ("configs", "dataset_info"):
+                if remote.data.get(key) is not None:
+                    setattr(card.data, key, remote.data.get(key))
+            card.push_to_hub(repo_id, repo_type="dataset", token=token)
     except Exception as e:  # noqa: BLE001 - network/auth errors: say what happened and what to do
         raise SynthError(f"could not push to the Hub dataset '{repo_id}' ({type(e).__name__}: {str(e)[:200]}); "
                          f"check the network and `huggingface-cli login`") from None
