@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -97,6 +98,7 @@ class _Prep:
         i = next((k for k, op in enumerate(ops) if type(op).__name__ in _TENSOR_OPS), len(ops))
         self.geo, self.post = ops[:i], ops[i:]
         self.tf = tf
+        self._boxes: dict = {}
 
     def crop(self, img: Image.Image) -> Image.Image:
         for op in self.geo:
@@ -111,11 +113,16 @@ class _Prep:
 
     def box(self, size: tuple[int, int]) -> tuple[float, float, float, float]:
         """The region (x0, y0, x1, y1) of an image of ``size`` that ends up as the model input."""
+        if size not in self._boxes:
+            self._boxes[size] = self._box(size)
+        return self._boxes[size]
+
+    def _box(self, size):
         w, h = size
         x0, y0, x1, y1 = 0.0, 0.0, float(w), float(h)
         cw, ch = w, h
         for op in self.geo:
-            ow, oh = op(Image.new("L", (cw, ch))).size
+            ow, oh = op(Image.new("RGB", (cw, ch))).size  # the op itself says what size it makes
             name = type(op).__name__
             if "Crop" in name or name == "TrimBorder":
                 left = getattr(op, "border_size", None) if name == "TrimBorder" else int(round((cw - ow) / 2.0))
@@ -127,17 +134,14 @@ class _Prep:
         return x0, y0, x1, y1
 
 
-_PREP_CACHE: "dict[int, tuple[nn.Module, _Prep]]" = {}
+_PREP_CACHE: "weakref.WeakKeyDictionary[nn.Module, _Prep]" = weakref.WeakKeyDictionary()
 
 
 def _prep(model: nn.Module) -> _Prep:
-    key = id(model)
-    hit = _PREP_CACHE.get(key)
-    if hit is None or hit[0] is not model:
-        if len(_PREP_CACHE) > 8:
-            _PREP_CACHE.clear()
-        hit = _PREP_CACHE[key] = (model, _Prep(model))
-    return hit[1]
+    prep = _PREP_CACHE.get(model)
+    if prep is None:
+        prep = _PREP_CACHE[model] = _Prep(model)
+    return prep
 
 
 def _to_image(input_map: np.ndarray, box, size, resample=Image.BILINEAR) -> np.ndarray:
