@@ -28,7 +28,7 @@ def run(args) -> str:
 
     data = Path(args.data).resolve()
     quick = bool(getattr(args, "quick", False))
-    caps = {"style": 3 if quick else 8, "artist": 1, "origin": 10 if quick else 50}
+    caps = {"style": 2 if quick else 5, "artist": 1, "origin": 5 if quick else 25}
     parts = []
     with tempfile.TemporaryDirectory() as tmp:
         bargs = B.parse_args(["--data", str(data), "--work-dir", tmp])
