@@ -3,16 +3,16 @@
 
     python scripts/build_defaults.py --data ../shared/data                 # all three (make defaults)
     python scripts/build_defaults.py --data ../shared/data --only origin   # one
-    python scripts/build_defaults.py --data ../shared/data --holdout       # also measure the recipe held out
+    python scripts/build_defaults.py --data ../shared/data --skip-train    # re-measure / re-ship existing runs
 
 Each model is trained by ``trainers/train.py`` (in-process) from ``trainers/configs/default_<name>.yaml``
 on the frozen offline ``tf_efficientnet_lite0`` backbone (linear probe on cached features), then
 written as an fp16 timm model folder to ``artlens/defaults/<name>`` with a card that states the
 data, the measured metrics and the limits. Everything is seeded, so a rebuild gives the same folders.
 
-- style: the 10 styles of ``paintings_styles10``; trained on every image. ``--holdout`` first trains
-  the same recipe on an artist-disjoint split (one painter per style held out) and measures it clean
-  and under perturbations; those are the numbers in the card.
+- style: the 10 styles of ``paintings_styles10``; trained on every image. First (``--holdout true``,
+  the default) the same recipe is trained on an artist-disjoint split (one painter per style held out)
+  and measured clean and under perturbations; those are the numbers in its card.
 - artist: the 50 painters of ``paintings_artists50``; the shipped model is trained on a stratified
   random 85% and measured on the other 15% (clean and perturbed).
 - origin: human vs AI. Human = ``paintings_styles10`` + ``paintings_artists50`` (duplicates removed),
@@ -40,6 +40,8 @@ for p in (ROOT, ROOT / "trainers"):
 NAMES = ("style", "artist", "origin")
 HUMAN_SETS = ("paintings_styles10", "paintings_artists50")
 AI_SET = "ai_sd15_styles15"
+# held-out images per label measured under each perturbation (CPU time: 5-6 conditions each)
+EVAL_CAPS = {"style": 6, "artist": 1, "origin": 40}
 # (name, kind, value) of artlens.data.perturb, applied before the model's own preprocessing.
 PERTURBATIONS = [
     ("jpeg 50", [("jpeg", 50)]),
@@ -57,10 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", default=str(ROOT / "artlens" / "defaults"), help="where the shipped folders go")
     p.add_argument("--work-dir", default=str(ROOT / "build" / "defaults"), help="trainer runs and prepared data")
     p.add_argument("--configs-dir", default=str(ROOT / "trainers" / "configs"))
-    p.add_argument("--holdout", action="store_true", help="style: also train/measure the recipe artist-disjoint")
+    p.add_argument("--holdout", default="true", choices=["true", "false"],
+                   help="style: also train and measure the recipe artist-disjoint (the numbers in its card)")
     p.add_argument("--evaluate", default="true", choices=["true", "false"],
                    help="measure held-out images under perturbations (jpeg, downscale, upscale, aspect)")
-    p.add_argument("--eval-max-per-class", type=int, default=None, help="cap held-out images per label when perturbing")
+    p.add_argument("--eval-max-per-class", type=int, default=None,
+                   help="cap held-out images per label when perturbing (default: style 6, artist 1, origin 40)")
     p.add_argument("--max-total-mb", type=float, default=30.0, help="fail if the three folders are larger")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--skip-train", action="store_true",
@@ -190,7 +194,8 @@ def measure(run_dir: Path, data: Path, name: str, args) -> dict:
     cache = run_dir / "perturbed.json"
     if args.skip_train and cache.exists():
         return json.loads(cache.read_text())
-    res = evaluate_folder(run_dir, test_images(run_dir, data, name, args.eval_max_per_class), name)
+    cap = args.eval_max_per_class or EVAL_CAPS[name]
+    res = evaluate_folder(run_dir, test_images(run_dir, data, name, cap), name)
     cache.write_text(json.dumps(res, indent=1))
     return res
 
@@ -285,7 +290,8 @@ def write_card_extra(folder: Path, name: str, train_results: dict, perturbed: di
     if perturbed:
         lines += ["### Held-out test images, clean and perturbed", "",
                   "Each perturbation is applied to every held-out image before the model's own preprocessing "
-                  "(`artlens.data.perturb`).", "", results_table(name, perturbed), ""]
+                  "(`artlens.data.perturb`); n is capped per label, so these are a subset of the test split.", "",
+                  results_table(name, perturbed), ""]
     return "\n".join(lines)
 
 
@@ -357,15 +363,18 @@ def main(args) -> dict:
     for name in args.only:
         d = data_for(name, data, work)
         holdout = None
-        if name == "style" and args.holdout:
+        if name == "style" and str(args.holdout).lower() == "true":
             hdir = work / "holdout_style"
             hres = train_one(name, args, ["--split", "group", "--test-size", "0.2", "--val-size", "0"], hdir, d)
             pert = measure(hdir, data, name, args)
             test_artists = sorted({Path(f).stem.rsplit("_", 1)[0] for f in json.loads((hdir / "split.json").read_text())["test"]})
             holdout = {"results": hres, "perturbed": pert, "note":
                        f"The same recipe trained without {len(test_artists)} painters (one per style: "
-                       f"{', '.join(test_artists)}) and tested on their {hres['num_test']} paintings: "
-                       f"style recognition on painters the model has never seen."}
+                       f"{', '.join(test_artists)}) and tested on their {hres['num_test']} paintings "
+                       f"(style recognition on painters the model has never seen): accuracy "
+                       f"{hres['test_accuracy']:.3f}, balanced accuracy {hres['test_balanced_accuracy']:.3f} on all "
+                       f"{hres['num_test']}. The table measures {EVAL_CAPS['style']} of them per style (or "
+                       f"--eval-max-per-class), clean and perturbed."}
         run = work / name
         res = train_one(name, args, [], run, d)
         pert = None
@@ -381,9 +390,9 @@ def main(args) -> dict:
                      "images; the perturbed measurements below use the original 512 px AI files.")
         extra = write_card_extra(run, name, res, pert, holdout, note)
         dst = ship(name, run, out_dir, data, res, extra)
-        record = {"train": {k: v for k, v in res.items() if k != "label_names"}, "perturbed": pert,
-                  "holdout": holdout and {"results": {k: v for k, v in holdout["results"].items() if k != "label_names"},
-                                          "perturbed": holdout["perturbed"]}}
+        keep = lambda r: {k: _portable(v, data) for k, v in r.items() if k not in ("label_names", "output_dir")}  # noqa: E731
+        record = {"train": keep(res), "perturbed": pert,
+                  "holdout": holdout and {"results": keep(holdout["results"]), "perturbed": holdout["perturbed"]}}
         tmp = dst / "evaluation.json.tmp"
         tmp.write_text(json.dumps(record, indent=1, default=str))
         os.replace(tmp, dst / "evaluation.json")
