@@ -26,6 +26,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from artlens.config import parse_with_config  # noqa: E402
 from artlens.data import DataError, load_data, split_data  # noqa: E402
 
 TRAININGS = ("real", "synthetic", "real+synthetic")
@@ -60,15 +61,7 @@ def parse_args(argv=None):
     p.add_argument("--map-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output-dir", default=None)
-    args, _ = p.parse_known_args(argv)
-    if args.config:
-        cfg = yaml.safe_load(Path(args.config).read_text()) or {}
-        valid = {a.dest for a in p._actions}
-        bad = sorted(set(cfg) - valid)
-        if bad:
-            p.error(f"unknown config keys {bad}; valid keys: {sorted(valid - {'help', 'config'})}")
-        p.set_defaults(**cfg)
-    args = p.parse_args(argv)
+    args = parse_with_config(p, argv)
     if not args.real or not args.synthetic or not args.output_dir:
         p.error("--real, --synthetic and --output-dir are required (on the command line or in --config)")
     return args

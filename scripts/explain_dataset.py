@@ -26,6 +26,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from artlens.config import parse_with_config  # noqa: E402
 from artlens.data import DataError  # noqa: E402
 from artlens.explain import METHODS, ExplainError, class_average_maps, heat_stats, heatmap_image, plot_class_maps, save_png  # noqa: E402
 from artlens.images import ImageError  # noqa: E402
@@ -50,15 +51,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--colormap", default="jet")
     p.add_argument("--out", default=None, help="output folder")
-    args, _ = p.parse_known_args(argv)
-    if args.config:
-        cfg = yaml.safe_load(Path(args.config).read_text()) or {}
-        valid = {a.dest for a in p._actions}
-        bad = sorted(set(cfg) - valid)
-        if bad:
-            p.error(f"unknown config keys {bad}; valid keys: {sorted(valid - {'help', 'config'})}")
-        p.set_defaults(**cfg)
-    args = p.parse_args(argv)
+    args = parse_with_config(p, argv)
     if not args.model or not args.data or not args.out:
         p.error("--model, --data and --out are required (on the command line or in --config)")
     for key in ("model", "name", "method"):

@@ -19,6 +19,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from artlens.config import parse_with_config  # noqa: E402
 from artlens.synth import (SynthError, build_jobs, check_settings, generate, load_pipeline, load_recipe,  # noqa: E402
                            missing_jobs, push_dataset, write_metadata, write_synthetic_card)
 
@@ -46,15 +47,7 @@ def parse_args(argv=None):
     p.add_argument("--overwrite", action="store_true", help="allow other settings than the folder was made with")
     p.add_argument("--push-to-hub", default=None, metavar="REPO", help="publish as a Hub dataset (parquet + card)")
     p.add_argument("--private", action="store_true")
-    args, _ = p.parse_known_args(argv)
-    if args.config:
-        cfg = yaml.safe_load(Path(args.config).read_text()) or {}
-        valid = {a.dest for a in p._actions}
-        bad = sorted(set(cfg) - valid)
-        if bad:
-            p.error(f"unknown config keys {bad}; valid keys: {sorted(valid - {'help', 'config'})}")
-        p.set_defaults(**cfg)
-    args = p.parse_args(argv)
+    args = parse_with_config(p, argv)
     if not args.recipe or not args.output_dir:
         p.error("--recipe and --output-dir are required (on the command line or in --config)")
     if args.batch_size < 1 or args.steps < 1:

@@ -37,6 +37,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from artlens.config import parse_with_config  # noqa: E402
 from artlens.data import DataError, group_from_filename, split_data  # noqa: E402
 from artlens.images import IMAGE_EXTENSIONS, ImageError, open_image  # noqa: E402
 from artlens.synth import slug  # noqa: E402
@@ -76,15 +77,7 @@ def parse_args(argv=None):
     p.add_argument("--describe", nargs="+", default=None, metavar="FOLDER",
                    help="only write cards for these imagefolders (into --output-dir as <name>.md)")
     p.add_argument("--card-info", default=None, help="YAML with description/source/licence/caveats per --describe set")
-    args, _ = p.parse_known_args(argv)
-    if args.config:
-        cfg = yaml.safe_load(Path(args.config).read_text()) or {}
-        valid = {a.dest for a in p._actions}
-        bad = sorted(set(cfg) - valid)
-        if bad:
-            p.error(f"unknown config keys {bad}; valid keys: {sorted(valid - {'help', 'config'})}")
-        p.set_defaults(**cfg)
-    args = p.parse_args(argv)
+    args = parse_with_config(p, argv)
     if not args.output_dir:
         p.error("--output-dir is required")
     if not args.describe and not args.source:

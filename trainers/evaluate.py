@@ -15,10 +15,9 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from artlens.config import parse_with_config, save_config  # noqa: E402
 from artlens.data import DataError, load_data, parse_perturbations  # noqa: E402
 from artlens.predict import Predictor, evaluate  # noqa: E402
 
@@ -34,15 +33,7 @@ def parse_args(argv=None):
     p.add_argument("--tta", default=None, choices=["none", "flip", "crops"])
     p.add_argument("--out", default=None, help="folder for results.md / results.json")
     p.add_argument("--seed", type=int, default=0)
-    args, _ = p.parse_known_args(argv)
-    if args.config:
-        cfg = yaml.safe_load(Path(args.config).read_text()) or {}
-        valid = {a.dest for a in p._actions}
-        bad = sorted(set(cfg) - valid)
-        if bad:
-            p.error(f"unknown config keys {bad}; valid keys: {sorted(valid - {'help', 'config'})}")
-        p.set_defaults(**cfg)
-    args = p.parse_args(argv)
+    args = parse_with_config(p, argv)
     if not args.models or not args.data:
         p.error("--models and --data are required (on the command line or in --config)")
     return args
@@ -80,7 +71,7 @@ def main(args) -> list[dict]:
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.md").write_text(md)
         (out / "results.json").write_text(json.dumps({"rows": rows, "skipped": skipped}, indent=2))
-        (out / "eval_config.yaml").write_text(yaml.safe_dump(vars(args), sort_keys=False))
+        save_config(args, out / "eval_config.yaml")
     return rows
 
 

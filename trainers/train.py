@@ -32,12 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
+from artlens.config import ConfigError, parse_with_config, valid_keys  # noqa: E402,F401
 from artlens.data import DataError  # noqa: E402
 from artlens.models import ModelError  # noqa: E402
-
-
-class ConfigError(ValueError):
-    """A config file or flag is wrong; the message names the key and the fix."""
 
 
 USER_ERRORS = (ConfigError, DataError, ModelError, FileNotFoundError)
@@ -145,48 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def valid_keys(parser: argparse.ArgumentParser) -> list[str]:
-    return sorted(a.dest for a in parser._actions if a.dest not in ("help", "config"))
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     """Flags, with ``--config`` YAML values as defaults. Unknown YAML keys raise :class:`ConfigError`."""
-    import yaml
-
-    parser = build_parser()
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default=None)
-    known, _ = pre.parse_known_args(argv)
-    if known.config:
-        path = Path(known.config)
-        if not path.exists():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            cfg = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path} is not valid YAML: {e}") from None
-        if not isinstance(cfg, dict):
-            raise ConfigError(f"{path} must be a mapping of option: value")
-        actions = {a.dest: a for a in parser._actions}
-        keys = valid_keys(parser)
-        defaults = {}
-        for key, value in cfg.items():
-            k = str(key).replace("-", "_")
-            if k == "config":  # a saved train_config.yaml names the file it came from
-                continue
-            if k not in keys:
-                raise ConfigError(f"unknown key '{key}' in {path}; valid keys are: {', '.join(keys)}")
-            act = actions[k]
-            if value is not None and act.type is not None and not isinstance(value, (list, bool)):
-                try:
-                    value = act.type(value) if isinstance(value, str) or act.type in (int, float) else value
-                except (ValueError, argparse.ArgumentTypeError) as e:
-                    raise ConfigError(f"{path}: bad value for '{key}': {e}") from None
-            if act.choices and value not in act.choices:
-                raise ConfigError(f"{path}: '{key}: {value}' is not one of {list(act.choices)}")
-            defaults[k] = value
-        parser.set_defaults(**defaults)
-    args = parser.parse_args(argv)
+    args = parse_with_config(build_parser(), argv, exit_on_error=False)
     for k in LIST_KEYS:
         v = getattr(args, k)
         if isinstance(v, str):
