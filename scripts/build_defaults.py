@@ -298,8 +298,7 @@ def write_card_extra(folder: Path, name: str, train_results: dict, perturbed: di
 DATASETS = {
     "style": ["paintings_styles10 (10 styles, 1,191 images of 37 painters, 256 px; artlens shared data)"],
     "artist": ["paintings_artists50 (50 painters, 2,431 images, 256 px; artlens shared data)"],
-    "origin": ["human: paintings_styles10 + paintings_artists50 without their 222 shared files (3,400 images, "
-               "1,000 sampled); ai: ai_sd15_styles15 (668 Stable Diffusion 1.5 images, resized to 256 px, JPEG q90)"],
+    "origin": ["human: paintings_styles10 + paintings_artists50 without their 222 shared files (3,400 images); ai: ai_sd15_styles15 (668 Stable Diffusion 1.5 images, resized to 256 px, JPEG q90)"],
 }
 
 
