@@ -73,20 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    import yaml
+    from artlens.config import parse_with_config
 
     parser = build_parser()
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default=None)
-    known, _ = pre.parse_known_args(argv)
-    if known.config:
-        cfg = yaml.safe_load(Path(known.config).read_text()) or {}
-        keys = {a.dest for a in parser._actions}
-        bad = [k for k in cfg if str(k).replace("-", "_") not in keys]
-        if bad:
-            raise SystemExit(f"unknown keys {bad} in {known.config}; valid: {sorted(keys - {'help', 'config'})}")
-        parser.set_defaults(**{str(k).replace("-", "_"): v for k, v in cfg.items()})
-    args = parser.parse_args(argv)
+    args = parse_with_config(parser, argv)
     args.only = [n.strip() for n in str(args.only).split(",") if n.strip()]
     for n in args.only:
         if n not in NAMES:
@@ -141,7 +131,9 @@ def train_one(name: str, args, extra: list[str], out: Path, data: str | list[str
     from train import main as train_main, parse_args as train_parse
 
     if args.skip_train and (out / "all_results.json").exists():
-        return json.loads((out / "all_results.json").read_text())
+        # all_results.json adds metric details that train.main does not return; keep the two paths identical
+        return {k: v for k, v in json.loads((out / "all_results.json").read_text()).items()
+                if k not in ("test_n", "test_precision_macro", "test_recall_macro")}
 
     cfg = Path(args.configs_dir) / f"default_{name}.yaml"
     data_flag = ",".join(data) if isinstance(data, list) else data
@@ -347,6 +339,8 @@ def main(args) -> dict:
     import torch
     import yaml
 
+    from artlens.config import save_config
+
     if args.threads:
         torch.set_num_threads(args.threads)
     data = Path(args.data).resolve()
@@ -356,7 +350,7 @@ def main(args) -> dict:
     work, out_dir = Path(args.work_dir), Path(args.out_dir)
     work.mkdir(parents=True, exist_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (work / "build_config.yaml").write_text(yaml.safe_dump(vars(args), sort_keys=False))
+    save_config(args, work / "build_config.yaml")
     evaluate = str(args.evaluate).lower() == "true"
     summary = {}
     for name in args.only:
