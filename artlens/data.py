@@ -80,10 +80,14 @@ def train_transform(model: nn.Module, aug: str = "flip", color_jitter: float = 0
                     rotation: float = 15.0) -> Callable[[Image.Image], torch.Tensor]:
     """Training transform: resize to the eval scale first, then augment, then eval-style crop.
 
-    Every image is first brought to one resolution (shorter side = input_size / crop_pct), so its
-    native resolution cannot become a feature. Presets: ``none``; ``flip``; ``flip_rotate``
-    (flip + rotation, AI-ArtBench); ``robust`` (flip, random resized crop, random downscale and
-    JPEG re-encoding: for models that must hold up on other sources). Colour jitter is off by default.
+    Every image is brought to one resolution (shorter side = input_size / crop_pct) before the
+    crop, so its native resolution cannot become a feature. Presets: ``none``; ``flip``;
+    ``flip_rotate`` (flip + rotation, AI-ArtBench); ``robust`` (flip, random resized crop, random
+    downscale and JPEG re-encoding: for models that must hold up on other sources). ``robust``
+    degrades the image *as given*, before that resize: sources of different native resolution
+    (256 px paintings, 512 px AI images here) should be brought to one size first, as
+    ``scripts/build_defaults.py`` does, or the degradation itself differs between them.
+    Colour jitter is off by default.
     """
     from torchvision import transforms as T
 
