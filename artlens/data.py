@@ -15,12 +15,11 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
-from .images import IMAGE_EXTENSIONS, ImageError, open_image
+from .images import IMAGE_EXTENSIONS, open_image
 
 __all__ = [
     "DataError", "data_config", "eval_transform", "train_transform", "AUGMENTATIONS",

@@ -423,7 +423,7 @@ def _mean_std(model):
     return torch.tensor(cfg["mean"]).view(1, 3, 1, 1), torch.tensor(cfg["std"]).view(1, 3, 1, 1)
 
 
-def _explain_lime(model, image, target, num_samples: int = 200, batch_size: int = 50,
+def _explain_lime(model, image, target, num_samples: int = 200, batch_size: int = 16,
                   segmentation: str = "slic", n_segments: int = 40, compactness: float = 10.0,
                   hide_color=None, seed: int = 0, positive: int = 5,
                   progress: Callable[[float], None] | None = None) -> Explanation:

@@ -182,3 +182,32 @@ def _is_random(transform) -> bool:
     names = {type(t).__name__ for t in getattr(transform, "transforms", [transform])}
     return bool(names & {"RandomHorizontalFlip", "RandomRotation", "RandomResizedCrop", "RandomCrop",
                          "ColorJitter", "_RandomRescaleJpeg"})
+
+
+def fit_probe(files_by_label: dict, model: str = "tf_efficientnet_lite0", C: float = 0.5) -> nn.Module:
+    """A quick linear probe: logistic regression on pooled backbone features of a few images per
+    label, written into the timm classifier (a normal model, e.g. for explanations or smoke tests).
+
+    ``files_by_label``: ``{label: [image files]}``. For real training use ``trainers/train.py``.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    from .data import eval_transform
+    from .images import open_image
+    from .models import load_model
+
+    names = list(files_by_label)
+    m = load_model(model, num_classes=len(names), label_names=names)
+    t = eval_transform(m)
+    feats, ys = [], []
+    for y, name in enumerate(names):
+        x = torch.stack([t(open_image(f)) for f in files_by_label[name]])
+        with torch.no_grad():
+            feats.append(pooled_features(m, x).numpy())
+        ys += [y] * len(x)
+    clf = LogisticRegression(max_iter=2000, C=C).fit(np.concatenate(feats), ys)
+    head = m.get_classifier()
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor(clf.coef_, dtype=torch.float32))
+        head.bias.copy_(torch.tensor(clf.intercept_, dtype=torch.float32))
+    return m.eval()

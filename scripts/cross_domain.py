@@ -191,7 +191,6 @@ def main(args) -> dict:
         train_results[tr] = train.main(targs)
 
     # ---- every model on both test sets
-    from artlens.metrics import compute_metrics
     from artlens.predict import Predictor, evaluate
 
     tests = {t: load_data(str(work / f"test_{t}")) for t in TESTS}

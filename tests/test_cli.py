@@ -31,9 +31,6 @@ def test_user_errors_are_one_line(capsys, tmp_path):
 
 
 def test_predict_and_evaluate_on_real_paintings(capsys, data_dir, tmp_path):
-    # uses the exported 3-style folder built like in test_export (rebuilt here to stay independent)
-    from tests.test_export import STYLES  # noqa: F401
-
     files = list_images(data_dir / "paintings_styles10" / "Baroque")[:2]
     rc = main(["predict", "--model", "tf_efficientnet_lite0", "--json", *map(str, files)])
     out = [json.loads(s) for s in capsys.readouterr().out.splitlines()]

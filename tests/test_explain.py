@@ -6,11 +6,11 @@ import pytest
 import torch
 from PIL import Image
 
-from artlens.data import eval_transform
 from artlens.explain import (
     CAM_METHODS, METHODS, ExplainError, Explanation, class_average_maps, default_layer, deletion_score,
     explain, explain_batch, layer_names, overlay, plot_class_maps, random_map,
 )
+from artlens.features import fit_probe
 from artlens.images import list_images, open_image
 from artlens.models import label_names, load_model
 
@@ -29,22 +29,8 @@ def styles(data_dir):
 @pytest.fixture(scope="module")
 def trained(styles):
     """Offline Lite0 with a 3-style linear head fitted on pooled features of 12 paintings a style."""
-    from sklearn.linear_model import LogisticRegression
-
     torch.manual_seed(0)
-    m = load_model("tf_efficientnet_lite0", num_classes=3, label_names=STYLES)
-    t = eval_transform(m)
-    feats, ys = [], []
-    for y, s in enumerate(STYLES):
-        x = torch.stack([t(open_image(f)) for f in styles[s][:12]])
-        with torch.no_grad():
-            feats.append(m.forward_head(m.forward_features(x), pre_logits=True).numpy())
-        ys += [y] * len(x)
-    clf = LogisticRegression(max_iter=2000, C=0.5).fit(np.concatenate(feats), ys)
-    with torch.no_grad():
-        m.classifier.weight.copy_(torch.tensor(clf.coef_, dtype=torch.float32))
-        m.classifier.bias.copy_(torch.tensor(clf.intercept_, dtype=torch.float32))
-    return m
+    return fit_probe({s: styles[s][:12] for s in STYLES})
 
 
 @pytest.fixture(scope="module")

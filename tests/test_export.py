@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from artlens.data import eval_transform, load_data
+from artlens.data import eval_transform
 from artlens.export import push_to_hub, save_model_folder
+from artlens.features import fit_probe
 from artlens.images import open_image, list_images
 from artlens.models import load_model, set_head
 from artlens.predict import Predictor
@@ -16,21 +17,8 @@ STYLES = ["Baroque", "Impressionism", "Surrealism"]
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory, data_dir):
     """A 3-style head fitted on offline Lite0 features of real paintings, written as a model folder."""
-    from sklearn.linear_model import LogisticRegression
-
     torch.manual_seed(0)
-    m = load_model("tf_efficientnet_lite0", num_classes=3, label_names=STYLES)
-    t = eval_transform(m)
-    feats, ys = [], []
-    for y, s in enumerate(STYLES):
-        for f in list_images(data_dir / "paintings_styles10" / s)[:12]:
-            with torch.no_grad():
-                feats.append(m.forward_head(m.forward_features(t(open_image(f))[None]), pre_logits=True)[0].numpy())
-            ys.append(y)
-    clf = LogisticRegression(max_iter=2000, C=0.5).fit(np.stack(feats), ys)
-    with torch.no_grad():
-        m.classifier.weight.copy_(torch.tensor(clf.coef_, dtype=torch.float32))
-        m.classifier.bias.copy_(torch.tensor(clf.intercept_, dtype=torch.float32))
+    m = fit_probe({s: list_images(data_dir / "paintings_styles10" / s)[:12] for s in STYLES})
     out = tmp_path_factory.mktemp("export") / "styles3"
     return save_model_folder(m, out, train_config={"model": "tf_efficientnet_lite0", "epochs": 0},
                              datasets=[str(data_dir / "paintings_styles10")])

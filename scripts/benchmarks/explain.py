@@ -21,25 +21,10 @@ TARGETS = {"gradcam": 0.3, "lime": 5.0}
 
 
 def quick_style_model(data_dir: Path, per_class: int = 12):
-    from sklearn.linear_model import LogisticRegression
+    from artlens.features import fit_probe
+    from artlens.images import list_images
 
-    from artlens.data import eval_transform
-    from artlens.images import list_images, open_image
-    from artlens.models import load_model
-
-    m = load_model("tf_efficientnet_lite0", num_classes=len(STYLES), label_names=STYLES)
-    t = eval_transform(m)
-    feats, ys = [], []
-    for y, s in enumerate(STYLES):
-        x = torch.stack([t(open_image(f)) for f in list_images(data_dir / "paintings_styles10" / s)[:per_class]])
-        with torch.no_grad():
-            feats.append(m.forward_head(m.forward_features(x), pre_logits=True).numpy())
-        ys += [y] * len(x)
-    clf = LogisticRegression(max_iter=2000, C=0.5).fit(np.concatenate(feats), ys)
-    with torch.no_grad():
-        m.classifier.weight.copy_(torch.tensor(clf.coef_, dtype=torch.float32))
-        m.classifier.bias.copy_(torch.tensor(clf.intercept_, dtype=torch.float32))
-    return m
+    return fit_probe({s: list_images(data_dir / "paintings_styles10" / s)[:per_class] for s in STYLES})
 
 
 def _timed(fn):
@@ -83,7 +68,7 @@ def run(args) -> str:
         on = slow_files if method == "scorecam" else files
         measure(method, "default layer (blocks.6)", lambda f, m=method: explain(model, f, m, target=targets[f]), on,
                 warm_up=method != "scorecam")
-    fast = measure("lime", "artlens: SLIC ~40 superpixels, 200 samples, batch 50, model-input crop",
+    fast = measure("lime", "artlens: SLIC ~40 superpixels, 200 samples, batch 16, model-input crop",
                    lambda f: explain(model, f, "lime", target=targets[f]), files)
     plain = measure("lime (plain library use)", "explain_instance defaults: quickshift, 1000 samples, batch 10",
                     lambda f: plain_lime(model, f, target=targets[f]), slow_files, warm_up=False)
