@@ -38,3 +38,24 @@ def space_url(space_models, data_dir, tmp_path_factory):
     proc, url, _ = start_space(space_models, examples=examples, log_path=examples.parent / "space.log")
     yield url
     stop_space(proc)
+
+
+def load_script(name: str):
+    """Import ``scripts/<name>.py`` as a module (the scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture
+def one_thread():
+    """Small batches of small images: one torch thread is as fast, and never oversubscribes a shared machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

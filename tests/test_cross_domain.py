@@ -1,20 +1,13 @@
 """scripts/cross_domain.py end to end on the real shared data (a small slice of it)."""
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
+from tests.conftest import load_script  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.mark.slow
@@ -23,7 +16,7 @@ def test_cross_domain_table_maps_and_disjoint_splits(data_dir, tmp_path):
 
     from artlens.data import group_from_filename
 
-    cd = _script("cross_domain")
+    cd = load_script("cross_domain")
     out = tmp_path / "cd"
     args = cd.parse_args([
         "--real", str(data_dir / "paintings_styles10"), "--synthetic", str(data_dir / "ai_sd15_styles15"),
@@ -64,7 +57,7 @@ def test_cross_domain_table_maps_and_disjoint_splits(data_dir, tmp_path):
 
 
 def test_cross_domain_rejects_labels_not_in_both_sets(data_dir, tmp_path):
-    cd = _script("cross_domain")
+    cd = load_script("cross_domain")
     args = cd.parse_args(["--real", str(data_dir / "paintings_styles10"), "--synthetic", str(data_dir / "ai_sd15_styles15"),
                           "--labels", "Baroque", "Ukiyo-e", "--output-dir", str(tmp_path)])
     with pytest.raises(cd.DataError, match=r"not in both sets; the sets share \['Baroque', 'Expressionism'"):

@@ -11,13 +11,7 @@ from artlens.features import extract_features, features_key, pooled_features
 from artlens.models import load_model
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # small batches of small images: one thread is as fast, and never oversubscribes a shared machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

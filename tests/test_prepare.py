@@ -1,5 +1,4 @@
 """scripts/prepare_dataset.py on small folders cut from the real shared data, and the shipped cards."""
-import importlib.util
 import json
 import shutil
 import sys
@@ -7,16 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.conftest import load_script  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _front_matter(path):
@@ -56,7 +49,7 @@ def test_prepare_merges_dedupes_splits_and_cards(small_sources, tmp_path):
     import datasets
 
     human, ai, exact_src, near_src = small_sources
-    prep = _script("prepare_dataset")
+    prep = load_script("prepare_dataset")
     out = tmp_path / "prepared"
     args = prep.parse_args([
         "--source", f"path={human},origin=human,label=style,name=human_small,source=StyleSleuths (WikiArt),license=CC BY-NC-SA 4.0",
@@ -102,7 +95,7 @@ def test_prepare_merges_dedupes_splits_and_cards(small_sources, tmp_path):
 
 def test_common_labels_and_source_errors(small_sources, tmp_path):
     human, ai, _, _ = small_sources
-    prep = _script("prepare_dataset")
+    prep = load_script("prepare_dataset")
     with pytest.raises(prep.DataError, match="origin must be human or ai"):
         prep.parse_source(f"path={human},origin=robot")
     with pytest.raises(prep.DataError, match="no such folder"):
@@ -114,7 +107,7 @@ def test_common_labels_and_source_errors(small_sources, tmp_path):
 
 def test_real_overlap_between_styles10_and_artists50_is_found(data_dir, tmp_path):
     """The data README says the two human sets share paintings (Delacroix, Velazquez, Seurat): all found."""
-    prep = _script("prepare_dataset")
+    prep = load_script("prepare_dataset")
     a, b = tmp_path / "styles10", tmp_path / "artists50"
     n_a = 0
     for f in (data_dir / "paintings_styles10").rglob("*.jpg"):
@@ -141,7 +134,7 @@ def test_real_overlap_between_styles10_and_artists50_is_found(data_dir, tmp_path
 
 
 def test_shipped_cards_of_shared_sets_are_current(data_dir, tmp_path):
-    prep = _script("prepare_dataset")
+    prep = load_script("prepare_dataset")
     sets = ["paintings_styles10", "paintings_artists50", "ai_sd15_styles15"]
     args = prep.parse_args(["--describe", *[str(data_dir / s) for s in sets],
                             "--card-info", str(ROOT / "dataset_cards" / "shared_sets.yaml"), "--output-dir", str(tmp_path)])

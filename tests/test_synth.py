@@ -1,7 +1,6 @@
 """Synthetic generation, offline: a tiny randomly initialised Stable Diffusion pipeline is built from
 config here, saved with save_pretrained and loaded by scripts/generate_synthetic.py like any model."""
 import csv
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -13,15 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from artlens.synth import SynthError, build_jobs, load_recipe, stable_seed  # noqa: E402
+from tests.conftest import load_script  # noqa: E402
 
 RECIPES = ROOT / "scripts" / "recipes"
-
-
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _bytes_to_unicode():
@@ -114,7 +107,7 @@ def test_recipe_errors_are_clear(tmp_path):
 def test_generate_resume_and_regenerate(tiny_pipeline, tmp_path):
     from PIL import Image
 
-    gen = _script("generate_synthetic")
+    gen = load_script("generate_synthetic")
     out = tmp_path / "synthetic"
     argv = ["--recipe", str(RECIPES / "monet_renoir.yaml"), "--model", str(tiny_pipeline), "--output-dir", str(out),
             "--limit", "6", "--steps", "2", "--width", "32", "--height", "32", "--batch-size", "2", "--seed", "7",

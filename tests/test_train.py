@@ -18,13 +18,7 @@ sys.path.insert(0, str(ROOT / "trainers"))
 
 import train  # noqa: E402
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # small batches of small images: one thread is as fast, and never oversubscribes a shared machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 CONFIGS = sorted((ROOT / "trainers" / "configs").glob("*.yaml"))
