@@ -160,8 +160,8 @@ def cmd_explain(args) -> int:
     from pathlib import Path
 
     import torch
-    import yaml
 
+    from .config import save_config
     from .explain import METHODS, ExplainError, explain_batch, faithfulness, layer_names, overlay, save_png
     from .images import list_images
     from .models import load_model
@@ -212,11 +212,10 @@ def cmd_explain(args) -> int:
                             rec.update({k: round(v, 6) for k, v in faithfulness(model, str(f), e).items()})
                         records.append(rec)
                         print(f"{f}\t{method}{' ' + layer if layer else ''}\t{e.label}\t{e.score:.3f}\t-> {png}", flush=True)
-        for name, text in (("explanations.json", json.dumps(records, indent=1)),
-                           ("explain_config.yaml", yaml.safe_dump(vars(args), sort_keys=False))):
-            tmp = out / (name + ".tmp")
-            tmp.write_text(text)
-            os.replace(tmp, out / name)
+        tmp = out / "explanations.json.tmp"
+        tmp.write_text(json.dumps(records, indent=1))
+        os.replace(tmp, out / "explanations.json")
+        save_config(args, out / "explain_config.yaml")
         return status
     except ExplainError as e:
         print(f"artlens explain: error: {e}", file=sys.stderr)

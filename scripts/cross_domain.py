@@ -26,7 +26,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from artlens.config import parse_with_config  # noqa: E402
+from artlens.config import parse_with_config, save_config  # noqa: E402
 from artlens.data import DataError, load_data, split_data  # noqa: E402
 
 TRAININGS = ("real", "synthetic", "real+synthetic")
@@ -244,8 +244,8 @@ def main(args) -> dict:
     md = (f"Labels ({len(labels)}): {', '.join(labels)}\n\n" + "Accuracy:\n\n" + to_markdown(table, counts)
           + "\nBalanced accuracy:\n\n" + to_markdown(table, counts, "balanced_accuracy")
           + "\nMajority-class baseline: " + ", ".join(f"{t} {chance[t]:.3f}" for t in TESTS) + "\n")
-    for name, text in (("cross_domain.md", md), ("cross_domain.json", json.dumps(result, indent=2, default=str)),
-                       ("cross_domain_config.yaml", yaml.safe_dump(vars(args), sort_keys=False))):
+    save_config(args, out / "cross_domain_config.yaml")
+    for name, text in (("cross_domain.md", md), ("cross_domain.json", json.dumps(result, indent=2, default=str))):
         tmp = out / (name + ".tmp")
         tmp.write_text(text)
         os.replace(tmp, out / name)

@@ -21,12 +21,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from artlens.config import parse_with_config  # noqa: E402
+from artlens.config import parse_with_config, save_config  # noqa: E402
 from artlens.data import DataError  # noqa: E402
 from artlens.explain import METHODS, ExplainError, class_average_maps, heat_stats, heatmap_image, plot_class_maps, save_png  # noqa: E402
 from artlens.images import ImageError  # noqa: E402
@@ -105,7 +104,7 @@ def main(args) -> dict:
     np.savez_compressed(tmp, **arrays)
     os.replace(tmp, out / "class_maps.npz")
     _write(out / "class_maps.json", json.dumps(summary, indent=1))
-    _write(out / "explain_dataset_config.yaml", yaml.safe_dump(vars(args), sort_keys=False))
+    save_config(args, out / "explain_dataset_config.yaml")
     print(out / "class_maps.png")
     return summary
 

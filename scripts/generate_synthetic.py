@@ -11,15 +11,13 @@ Only the main process writes metadata.csv, generation_config.yaml and README.md 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from artlens.config import parse_with_config  # noqa: E402
+from artlens.config import parse_with_config, save_config  # noqa: E402
 from artlens.synth import (SynthError, build_jobs, check_settings, generate, load_pipeline, load_recipe,  # noqa: E402
                            missing_jobs, push_dataset, write_metadata, write_synthetic_card)
 
@@ -101,10 +99,7 @@ def main(args) -> dict:
 
         rows = read_metadata(out)
         card = write_synthetic_card(out, recipe, settings, rows, license=args.license)
-        resolved = dict(vars(args), device=device, dtype=dtype)
-        tmp = out / ".generation_config.yaml.tmp"
-        tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
-        os.replace(tmp, out / "generation_config.yaml")
+        save_config(dict(vars(args), device=device, dtype=dtype), out / "generation_config.yaml")
         result["missing"] = len(missing_jobs(jobs, out))
         if args.push_to_hub:
             import datasets

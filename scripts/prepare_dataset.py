@@ -37,7 +37,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from artlens.config import parse_with_config  # noqa: E402
+from artlens.config import parse_with_config, save_config  # noqa: E402
 from artlens.data import DataError, group_from_filename, split_data  # noqa: E402
 from artlens.images import IMAGE_EXTENSIONS, ImageError, open_image  # noqa: E402
 from artlens.synth import slug  # noqa: E402
@@ -332,8 +332,7 @@ def prepare(args) -> dict:
         num_images=len(ds), num_duplicates=len(dups), num_exact=sum(1 for v in dups.values() if v[1] == "exact"),
         label_column=args.label_column, license=args.license)
     _atomic_text(out / "duplicates.json", json.dumps(dup_report, indent=1))
-    resolved = {k: v for k, v in vars(args).items()}
-    _atomic_text(out / "prepare_config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    save_config(args, out / "prepare_config.yaml")
     result = {"output_dir": str(out), "splits": {k: len(v) for k, v in dd.items()}, "duplicates": len(dups),
               "images": len(ds), "sources": [{k: (str(v) if k == "path" else v) for k, v in s.items()} for s in sources]}
     if args.push_to_hub:

@@ -284,8 +284,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(data_dir, tmp_path):
 def test_saved_train_config_reproduces_the_run_config(tmp_path):
     a = train.parse_args(["--config", str(ROOT / "trainers/configs/styles10_offline.yaml"), "--output-dir", str(tmp_path),
                           "--epochs", "3"])
-    saved = tmp_path / "train_config.yaml"
-    saved.write_text(yaml.safe_dump(train._config_dict(a), sort_keys=False))
+    saved = train.save_config(a, tmp_path / "train_config.yaml")
     b = train.parse_args(["--config", str(saved)])
     assert {k: v for k, v in vars(b).items() if k != "config"} == {k: v for k, v in vars(a).items() if k != "config"}
 

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
-from artlens.config import ConfigError, parse_with_config, valid_keys  # noqa: E402,F401
+from artlens.config import ConfigError, parse_with_config, save_config, valid_keys  # noqa: E402,F401
 from artlens.data import DataError  # noqa: E402
 from artlens.models import ModelError  # noqa: E402
 
@@ -346,14 +346,9 @@ def _save_weights(module: nn.Module, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _config_dict(args) -> dict:
-    return {k: v for k, v in vars(args).items()}
-
-
 # ---------------------------------------------------------------- main
 
 def main(args: argparse.Namespace) -> dict:
-    import yaml
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, set_seed
     from tqdm.auto import tqdm
@@ -378,9 +373,7 @@ def main(args: argparse.Namespace) -> dict:
     is_main = accelerator.is_main_process
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
-        tmp = out / "train_config.yaml.tmp"
-        tmp.write_text(yaml.safe_dump(_config_dict(args), sort_keys=False))
-        os.replace(tmp, out / "train_config.yaml")
+        save_config(args, out / "train_config.yaml")
     accelerator.wait_for_everyone()
 
     with accelerator.main_process_first():
@@ -594,7 +587,7 @@ def main(args: argparse.Namespace) -> dict:
         model.cpu()
         datasets = [d for d in (args.data if isinstance(args.data, list) else [args.data]) if not Path(d).exists()]
         card = {"model_name": args.model_name or out.name, "base_model": str(args.model), "summary": args.summary}
-        save_model_folder(model, out, label_names=labels, metrics=metrics, train_config=_config_dict(args),
+        save_model_folder(model, out, label_names=labels, metrics=metrics, train_config=vars(args),
                           datasets=datasets or None, card_fields=card, results=results)
         _atomic_json(out / "history.json", state["history"])
         if not args.keep_checkpoints:
