@@ -102,8 +102,9 @@ def save_model_folder(model: nn.Module, out_dir, label_names: Sequence[str] | No
 
 def _recipe(cfg: dict | None) -> dict:
     keys = ("model", "freeze", "head", "epochs", "optimizer", "lr", "schedule", "batch_size", "img_size", "aug",
-            "split", "label_smoothing", "class_weights", "cache_features", "tta", "seed")
-    return {k: cfg[k] for k in keys if cfg and k in cfg}
+            "split", "label_smoothing", "class_weights", "cache_features", "train_blocks", "tta", "view_rows", "seed")
+    optional = ("train_blocks", "view_rows")  # listed only when used
+    return {k: cfg[k] for k in keys if cfg and k in cfg and (cfg[k] or k not in optional)}
 
 
 def push_to_hub(folder, repo_id: str, private: bool = False, token: str | None = None,

@@ -95,6 +95,8 @@ def extract_features(
     tta: str | bool | None = None,
     five_crop: int | None = None,
     copies: int = 1,
+    view_rows: bool = False,
+    train_blocks: int = 0,
     seed: int = 0,
     num_workers: int = 0,
     device: str | torch.device | None = None,
@@ -108,8 +110,13 @@ def extract_features(
     a random ``transform``, for augmented linear probes), times 5 with ``five_crop=size`` (the four
     corners and the centre, in :func:`artlens.data.five_crops` order). ``tta`` averages each row's
     features over the views of :func:`artlens.predict.tta_views` (``flip``, ``crops``; ``True``
-    means ``flip``), the same views the predictor averages at inference. Randomness (augmented
-    copies) is seeded by ``seed`` and the global RNG states are restored afterwards.
+    means ``flip``), the same views the predictor averages at inference; with ``view_rows`` each
+    view is a row of its own instead (view-major within an image: training rows that augment, and
+    evaluation rows whose predictions are averaged like the predictor's). ``train_blocks=N``
+    returns, instead of pooled features, the spatial input of the last N stages of
+    ``model.blocks`` (:func:`artlens.models.trunk_features`, stored as float16), for fine-tuning
+    those stages on the cache. Randomness (augmented copies) is seeded by ``seed`` and the global
+    RNG states are restored afterwards.
     """
     from safetensors.numpy import load_file, save_file
     from tqdm.auto import tqdm
@@ -117,16 +124,24 @@ def extract_features(
     from .data import TorchDataset, data_config, five_crops
     from .predict import tta_views
 
+    from .models import trunk_features
+
     tta = {True: "flip", False: "none", None: "none", "true": "flip", "false": "none"}.get(tta, tta)
     copies = max(1, int(copies))
     labels_once = [str(lab) for lab in ds["label"]]
-    per_image = copies * (5 if five_crop else 1)
+    n_views = {"none": 1, "flip": 2, "crops": 6}[tta] if view_rows else 1
+    if train_blocks and tta != "none" and not view_rows:
+        raise ValueError("spatial maps of different views cannot be averaged: pass view_rows=True with train_blocks")
+    per_image = copies * (5 if five_crop else 1) * n_views
     labels = [lab for lab in labels_once for _ in range(per_image)]
 
     # object addresses in a transform's repr would make every key new
     desc_tf = re.sub(r" at 0x[0-9a-f]+", "", repr(transform))
+    extra = {"view_rows": True} if view_rows else {}
+    if train_blocks:
+        extra["train_blocks"] = int(train_blocks)
     key = features_key(model, ds, desc_tf, tta=tta, five_crop=five_crop, copies=copies,
-                       seed=seed if copies > 1 or _is_random(transform) else 0)
+                       seed=seed if copies > 1 or _is_random(transform) else 0, **extra)
     path = cache_dir() / "features" / f"{key}.safetensors"
     if cache and path.exists():
         try:
@@ -147,10 +162,13 @@ def extract_features(
 
         def __getitem__(self, i):
             j, r = divmod(i, per_image)
+            r, v = divmod(r, n_views)
             img = self.open(j)
             if five_crop:
                 img = five_crops(img, five_crop)[r % 5]
-            return torch.stack([self.transform(v) for v in tta_views(img, tta, size)]), self.labels[j]
+            views = tta_views(img, tta, size)
+            views = views[v:v + 1] if view_rows else views
+            return torch.stack([self.transform(im) for im in views]), self.labels[j]
 
     rows = _Rows(ds, sorted(set(labels_once)), transform)
     g = torch.Generator().manual_seed(seed)
@@ -163,13 +181,19 @@ def extract_features(
     try:
         for x, _ in tqdm(loader, desc=desc, disable=not show_progress, leave=False):
             b, v = x.shape[:2]
-            x = x.flatten(0, 1).to(device)
-            out.append(pooled_features(model, x).float().view(b, v, -1).mean(1).cpu())
+            x = x.flatten(0, 1).to(device).contiguous(memory_format=torch.channels_last)
+            if train_blocks:
+                out.append(trunk_features(model, x, train_blocks).half().contiguous().cpu())
+            else:
+                out.append(pooled_features(model, x).float().view(b, v, -1).mean(1).cpu())
     finally:
         random.setstate(state[0])
         torch.random.set_rng_state(state[1])
         model.train(was_training)
-    feats = torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, model.num_features), np.float32)
+    if train_blocks:
+        feats = torch.cat(out).numpy() if out else np.zeros((0,), np.float16)
+    else:
+        feats = torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, model.num_features), np.float32)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.safetensors")

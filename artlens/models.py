@@ -24,7 +24,7 @@ from .offline import OFFLINE_WEIGHTS, offline_state_dict
 
 __all__ = [
     "ModelError", "DEFAULT_MODELS", "resolve_ref", "load_model", "label_names", "set_label_names",
-    "freeze", "set_head", "fold_head", "count_trainable",
+    "freeze", "set_head", "fold_head", "count_trainable", "trunk_features", "Tail",
 ]
 
 DEFAULTS_DIR = Path(__file__).parent / "defaults"
@@ -213,6 +213,58 @@ def freeze(model: nn.Module, strategy: str | None = "none") -> None:
     else:
         raise ModelError(f"unknown freeze strategy '{strategy}'; use none, linear_probe, "
                          f"prefixes:a,b,c or top:0.3")
+
+
+def _check_tail(model: nn.Module, n: int) -> int:
+    blocks = getattr(model, "blocks", None)
+    if not (isinstance(blocks, nn.Sequential) and hasattr(model, "conv_stem") and hasattr(model, "conv_head")):
+        raise ModelError(f"training the last blocks on cached features needs a timm EfficientNet/MobileNet "
+                         f"(conv_stem, blocks, conv_head); {type(model).__name__} has no such layout: "
+                         f"use --train-blocks 0 or train without --cache-features")
+    if not 1 <= n <= len(blocks):
+        raise ModelError(f"--train-blocks {n}: {type(model).__name__} has {len(blocks)} block stages; use 1-{len(blocks)}")
+    return len(blocks) - n
+
+
+def trunk_features(model: nn.Module, x: torch.Tensor, train_blocks: int) -> torch.Tensor:
+    """The input of the last ``train_blocks`` stages of ``model.blocks`` (a spatial feature map)."""
+    stop = _check_tail(model, train_blocks)
+    x = model.bn1(model.conv_stem(x))
+    for b in model.blocks[:stop]:
+        x = b(x)
+    return x
+
+
+class Tail(nn.Module):
+    """Runs the last ``train_blocks`` stages of an EfficientNet/MobileNet, its conv_head and head.
+
+    It wraps the model itself, so training it trains the model, and makes exactly those layers
+    (and the classifier) trainable. Fed with cached :func:`trunk_features`, it fine-tunes the top
+    of the network at the cost of a few layers per step. BatchNorm layers keep their ImageNet
+    statistics (batches of cached maps from a small data set estimate them poorly); their affine
+    parameters train.
+    """
+
+    def __init__(self, model: nn.Module, train_blocks: int):
+        super().__init__()
+        self.stop = _check_tail(model, train_blocks)
+        self.model = model
+        freeze(model, "linear_probe")
+        for mod in (*model.blocks[self.stop:], model.conv_head, model.bn2):
+            for p in mod.parameters():
+                p.requires_grad = True
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for m in self.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        x = m.blocks[self.stop:](x.float())
+        return m.forward_head(m.bn2(m.conv_head(x)))
 
 
 def count_trainable(model: nn.Module) -> int:

@@ -6,20 +6,25 @@
     python scripts/build_defaults.py --data ../shared/data --skip-train    # re-measure / re-ship existing runs
 
 Each model is trained by ``trainers/train.py`` (in-process) from ``trainers/configs/default_<name>.yaml``
-on the frozen offline ``tf_efficientnet_lite0`` backbone (linear probe on cached features), then
-written as an fp16 timm model folder to ``artlens/defaults/<name>`` with a card that states the
-data, the measured metrics and the limits. Everything is seeded, so a rebuild gives the same folders.
+on the offline ``tf_efficientnet_lite0`` backbone and written as an fp16 timm model folder to
+``artlens/defaults/<name>`` with a card that states the data, the measured metrics and the limits.
+Everything is seeded, so a rebuild gives the same folders.
 
-- style: the 10 styles of ``paintings_styles10``; trained on every image. First (``--holdout true``,
-  the default) the same recipe is trained on an artist-disjoint split (one painter per style held out)
-  and measured clean and under perturbations; those are the numbers in its card.
-- artist: the 50 painters of ``paintings_artists50``; the shipped model is trained on a stratified
-  random 85% and measured on the other 15% (clean and perturbed).
-- origin: human vs AI. Human = ``paintings_styles10`` + ``paintings_artists50`` (duplicates removed),
-  AI = ``ai_sd15_styles15`` brought to the human images' size and encoding (256 px, JPEG q90) so that
-  resolution and encoding history are not a shortcut. Artist-disjoint split; the threshold on p(ai)
-  is chosen on the validation artists. It is tested on the original 512 px AI files and on human
-  paintings upscaled to 1024 px, JPEG re-encoded.
+- style: the 10 styles of ``paintings_styles10``, trained on every painting of their 37 painters in
+  both human sets (2,776 distinct paintings; each painter's style is the ``paintings_styles10``
+  folder it sits in). The last block stage, conv_head and classifier are fine-tuned on cached
+  outputs of the frozen stages below (``--train-blocks 1``). First (``--holdout true``, the default)
+  the same recipe is trained twice more and measured clean and under perturbations: on an
+  artist-disjoint split (unseen painters) and on a random split (unseen paintings by known painters);
+  those are the numbers in its card.
+- artist: the 50 painters of ``paintings_artists50`` with their paintings from both human sets
+  (3,400 distinct paintings), same recipe; the shipped model is trained on a stratified random 85%
+  and measured on the other 15% (clean and perturbed).
+- origin: human vs AI, linear probe. Human = ``paintings_styles10`` + ``paintings_artists50``
+  (duplicates removed), AI = ``ai_sd15_styles15`` brought to the human images' size and encoding
+  (256 px, JPEG q90) so that resolution and encoding history are not a shortcut. Artist-disjoint
+  split; the threshold on p(ai) is chosen on the validation artists. It is tested on the original
+  512 px AI files and on human paintings upscaled to 1024 px, JPEG re-encoded.
 """
 from __future__ import annotations
 
@@ -101,6 +106,44 @@ def human_files(data: Path) -> dict[str, Path]:
     return out
 
 
+def painter_styles(data: Path) -> dict[str, str]:
+    """Painter -> style, from the folders of ``paintings_styles10`` (each painter sits in one style)."""
+    from artlens.data import group_from_filename
+
+    return {group_from_filename(str(f)): f.parent.name for f in sorted((data / "paintings_styles10").glob("*/*.jpg"))}
+
+
+def prepare_style(data: Path, work: Path) -> Path:
+    """``<style>/`` links to every painting (of both human sets, duplicates removed) by a painter of that style.
+
+    ``paintings_artists50`` holds more paintings by the same 37 painters than ``paintings_styles10``
+    (2,776 distinct ones instead of 1,191): more paintings per painter is what makes the style of an
+    unseen painting, at another size or crop, recognisable.
+    """
+    from artlens.data import group_from_filename
+
+    styles = painter_styles(data)
+    root = work / "data_style"
+    for name, f in human_files(data).items():
+        style = styles.get(group_from_filename(name))
+        if style:
+            _link(f, root / style / name)
+    return root
+
+
+def prepare_artist(data: Path, work: Path) -> Path:
+    """``<painter>/`` links to every painting of the 50 painters in both human sets (duplicates removed)."""
+    from artlens.data import group_from_filename
+
+    painters = {p.name for p in (data / "paintings_artists50").iterdir() if p.is_dir()}
+    root = work / "data_artist"
+    for name, f in human_files(data).items():
+        painter = group_from_filename(name)
+        if painter in painters:
+            _link(f, root / painter / name)
+    return root
+
+
 def prepare_origin(data: Path, work: Path) -> Path:
     """``human/`` (links to the originals) and ``ai/`` (256 px, JPEG q90 like the human files)."""
     from PIL import Image
@@ -148,9 +191,9 @@ def train_one(name: str, args, extra: list[str], out: Path, data: str | list[str
 
 def data_for(name: str, data: Path, work: Path):
     if name == "style":
-        return str(data / "paintings_styles10")
+        return str(prepare_style(data, work))
     if name == "artist":
-        return str(data / "paintings_artists50")
+        return str(prepare_artist(data, work))
     return str(prepare_origin(data, work))
 
 
@@ -162,12 +205,17 @@ def test_images(run_dir: Path, data: Path, name: str, max_per_class: int | None,
     For origin the AI files are the untouched 512 px originals, not the 256 px training copies.
     """
     test = json.loads((Path(run_dir) / "split.json").read_text())["test"]
+    from artlens.data import group_from_filename
+
     if name == "origin":
         index = {n: (f, "human") for n, f in human_files(data).items()}
         index.update({f.name: (f, "ai") for f in sorted((data / AI_SET).glob("*/*.jpg"))})
+    elif name == "style":
+        styles = painter_styles(data)
+        index = {n: (f, styles[group_from_filename(n)]) for n, f in human_files(data).items()
+                 if group_from_filename(n) in styles}
     else:
-        folder = data / ("paintings_styles10" if name == "style" else "paintings_artists50")
-        index = {f.name: (f, f.parent.name) for f in sorted(folder.glob("*/*.jpg"))}
+        index = {n: (f, group_from_filename(n)) for n, f in human_files(data).items()}
     rows = sorted(index[n] for n in test)
     if max_per_class:
         rng = random.Random(seed)
@@ -256,13 +304,13 @@ SUMMARY = {
               "(labels `human`, `ai`). The verdict uses a threshold on p(ai) chosen on validation data.",
 }
 LIMITS = {
-    "style": "Trained on 1,191 images of 37 painters only (2-5 per style), 256 px centre crops from WikiArt via "
-             "Kaggle 'Best Artworks of All Time'. Style labels are artist-level, so the model partly recognises "
-             "painters: on painters it has never seen (the artist-disjoint numbers above) it is much weaker than on "
-             "new paintings by known painters. Styles outside the 10 are forced into one of them. Not measured on "
-             "any external data set.",
-    "artist": "Knows exactly 50 painters (24-50 training images each, 256 px crops from one source); any other "
-              "painter is forced into one of them. The held-out test images come from the same source as the "
+    "style": "Trained on 2,776 paintings by 37 painters only (2-5 per style), 256 px crops from WikiArt via "
+             "Kaggle 'Best Artworks of All Time'. Style labels are artist-level, so the model largely recognises "
+             "painters: on painters it has never seen (the first held-out table) it is far weaker than on new "
+             "paintings by the painters it knows (the second). Styles outside the 10 are forced into one of them. "
+             "Not measured on any external data set.",
+    "artist": "Knows exactly 50 painters (24-110 paintings each, 85% of them used for training; 256 px crops from one source); any "
+              "other painter is forced into one of them. The held-out test images come from the same source as the "
               "training images (a random split), so accuracy on paintings from other sources, photographs of "
               "paintings or other resolutions will be lower. Not measured on any external data set.",
     "origin": "AI examples are 668 Stable Diffusion 1.5 images (two community checkpoints) only; other generators "
@@ -273,12 +321,12 @@ LIMITS = {
 }
 
 
-def write_card_extra(folder: Path, name: str, train_results: dict, perturbed: dict | None, holdout: dict | None,
+def write_card_extra(folder: Path, name: str, train_results: dict, perturbed: dict | None, holdouts: list,
                      recipe_note: str) -> str:
     lines = [recipe_note, ""]
-    if holdout:
-        lines += ["### Held-out measurement of this recipe", "",
-                  holdout["note"], "", results_table(name, holdout["perturbed"]), ""]
+    for h in holdouts:
+        lines += [f"### Held-out measurement of this recipe: {h['title']}", "",
+                  h["note"], "", results_table(name, h["perturbed"]), ""]
     if perturbed:
         lines += ["### Held-out test images, clean and perturbed", "",
                   "Each perturbation is applied to every held-out image before the model's own preprocessing "
@@ -288,8 +336,8 @@ def write_card_extra(folder: Path, name: str, train_results: dict, perturbed: di
 
 
 DATASETS = {
-    "style": ["paintings_styles10 (10 styles, 1,191 images of 37 painters, 256 px; artlens shared data)"],
-    "artist": ["paintings_artists50 (50 painters, 2,431 images, 256 px; artlens shared data)"],
+    "style": ["paintings_styles10 (the 10 style labels and their 37 painters) + the paintings of those painters in paintings_artists50: 2,776 distinct 256 px paintings; artlens shared data"],
+    "artist": ["paintings_artists50 (50 painters) + the paintings of those painters in paintings_styles10: 3,400 distinct 256 px paintings; artlens shared data"],
     "origin": ["human: paintings_styles10 + paintings_artists50 without their 222 shared files (3,400 images); ai: ai_sd15_styles15 (668 Stable Diffusion 1.5 images, resized to 256 px, JPEG q90)"],
 }
 
@@ -355,37 +403,53 @@ def main(args) -> dict:
     summary = {}
     for name in args.only:
         d = data_for(name, data, work)
-        holdout = None
+        holdouts = []
         if name == "style" and str(args.holdout).lower() == "true":
             hdir = work / "holdout_style"
             hres = train_one(name, args, ["--split", "group", "--test-size", "0.2", "--val-size", "0"], hdir, d)
             pert = measure(hdir, data, name, args)
             test_artists = sorted({Path(f).stem.rsplit("_", 1)[0] for f in json.loads((hdir / "split.json").read_text())["test"]})
-            holdout = {"results": hres, "perturbed": pert, "note":
-                       f"The same recipe trained without {len(test_artists)} painters (one per style: "
-                       f"{', '.join(test_artists)}) and tested on their {hres['num_test']} paintings "
-                       f"(style recognition on painters the model has never seen): accuracy "
-                       f"{hres['test_accuracy']:.3f}, balanced accuracy {hres['test_balanced_accuracy']:.3f} on all "
-                       f"{hres['num_test']}. The table measures {EVAL_CAPS['style']} of them per style (or "
-                       f"--eval-max-per-class), clean and perturbed."}
+            holdouts.append({"results": hres, "perturbed": pert, "title": "unseen painters", "note":
+                       f"The same recipe trained without {len(test_artists)} painters ({', '.join(test_artists)}) and "
+                       f"tested on their {hres['num_test']} paintings (style recognition on painters the model has "
+                       f"never seen): accuracy {hres['test_accuracy']:.3f}, balanced accuracy "
+                       f"{hres['test_balanced_accuracy']:.3f} on all {hres['num_test']}. The table measures "
+                       f"{EVAL_CAPS['style']} of them per style (or --eval-max-per-class), clean and perturbed."})
+            kdir = work / "holdout_style_known"
+            kres = train_one(name, args, ["--split", "random", "--test-size", "0.2", "--val-size", "0"], kdir, d)
+            kpert = measure(kdir, data, name, args)
+            holdouts.append({"results": kres, "perturbed": kpert, "title": "unseen paintings by known painters", "note":
+                       f"The same recipe trained on a stratified random 80% and tested on the other "
+                       f"{kres['num_test']} paintings (new paintings by the 37 painters it knows): accuracy "
+                       f"{kres['test_accuracy']:.3f}, balanced accuracy {kres['test_balanced_accuracy']:.3f}. The table "
+                       f"measures {EVAL_CAPS['style']} of them per style, clean and perturbed."})
         run = work / name
         res = train_one(name, args, [], run, d)
         pert = None
         if evaluate and res.get("num_test"):
             pert = measure(run, data, name, args)
         cfg = yaml.safe_load((Path(args.configs_dir) / f"default_{name}.yaml").read_text())
+        if cfg.get("train_blocks"):
+            how = (f"`{cfg.get('model')}` with its stem and all block stages but the last {cfg['train_blocks']} frozen; "
+                   f"their outputs are cached (each image and its mirror as separate rows) and the last "
+                   f"{cfg['train_blocks']} stage(s), conv_head and the classifier are fine-tuned on them "
+                   f"({cfg.get('epochs')} epochs, AdamW lr {cfg.get('lr')}, BatchNorm statistics kept); "
+                   f"predictions average the image and its mirror (TTA `{cfg.get('tta')}`)")
+        else:
+            how = (f"linear probe on frozen `{cfg.get('model')}` features, augmentation `{cfg.get('aug')}` "
+                   f"x{cfg.get('feature_copies', 1)}")
         note = (f"Rebuilt by `make defaults` (`python scripts/build_defaults.py --data ../shared/data`) with "
-                f"`trainers/configs/default_{name}.yaml`: linear probe on frozen `{cfg.get('model')}` features, "
-                f"augmentation `{cfg.get('aug')}` x{cfg.get('feature_copies', 1)}, split `{cfg.get('split')}` "
+                f"`trainers/configs/default_{name}.yaml`: {how}, split `{cfg.get('split')}` "
                 f"(test {cfg.get('test_size')}, validation {cfg.get('val_size')}), seed {cfg.get('seed')}.")
         if name == "origin":
             note += (" AI training images were resized to 256 px and re-encoded as JPEG q90 to match the human "
                      "images; the perturbed measurements below use the original 512 px AI files.")
-        extra = write_card_extra(run, name, res, pert, holdout, note)
+        extra = write_card_extra(run, name, res, pert, holdouts, note)
         dst = ship(name, run, out_dir, data, res, extra)
         keep = lambda r: {k: _portable(v, data) for k, v in r.items() if k not in ("label_names", "output_dir")}  # noqa: E731
         record = {"train": keep(res), "perturbed": pert,
-                  "holdout": holdout and {"results": keep(holdout["results"]), "perturbed": holdout["perturbed"]}}
+                  "holdouts": [{"title": h["title"], "results": keep(h["results"]), "perturbed": h["perturbed"]}
+                               for h in holdouts]}
         tmp = dst / "evaluation.json.tmp"
         tmp.write_text(json.dumps(record, indent=1, default=str))
         os.replace(tmp, dst / "evaluation.json")

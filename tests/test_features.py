@@ -109,3 +109,41 @@ def test_cache_key_ignores_the_classifier(small, model):
     changed = load_model("tf_efficientnet_lite0", num_classes=2, pretrained=False)
     changed.pretrained_cfg = dict(model.pretrained_cfg)
     assert features_key(model, small, "eval") != features_key(changed, small, "eval")
+
+
+def test_view_rows_and_cached_trunk_maps_feed_the_tail(small, model, cache):
+    from PIL import ImageOps
+
+    from artlens.images import open_image
+    from artlens.models import ModelError, Tail, trunk_features
+
+    tf = eval_transform(model)
+    plain, _ = extract_features(model, small, tf, cache=False)
+    rows, labels = extract_features(model, small, tf, tta="flip", view_rows=True, cache=False)
+    assert rows.shape == (12, model.num_features) and labels[:2] == [small[0]["label"]] * 2
+    assert np.allclose(rows[::2], plain, atol=1e-4)  # row 0 of each image: the image itself
+    img = open_image(small[0]["image"]["path"])
+    with torch.no_grad():
+        mirror = pooled_features(model.eval(), tf(ImageOps.mirror(img))[None]).numpy()[0]
+    assert np.allclose(rows[1], mirror, atol=1e-4)  # row 1: its mirror
+    # train_blocks=1: float16 maps of blocks.0-5 (192 channels, 64 px / 32), cached on disk
+    maps, _ = extract_features(model, small, tf, tta="flip", view_rows=True, train_blocks=1)
+    assert maps.shape == (12, 192, 2, 2) and maps.dtype == np.float16
+    again, _ = extract_features(model, small, tf, tta="flip", view_rows=True, train_blocks=1)
+    assert np.array_equal(maps, again) and len(list((cache / "features").glob("*.safetensors"))) == 1
+    with pytest.raises(ValueError, match="view_rows"):
+        extract_features(model, small, tf, tta="flip", train_blocks=1, cache=False)
+    # the tail on cached maps gives the full model's logits
+    x = torch.stack([tf(open_image(small[i]["image"]["path"])) for i in range(2)])
+    with torch.no_grad():
+        full = model.eval()(x)
+        assert torch.allclose(trunk_features(model, x, 1).half().float(), torch.from_numpy(maps[[0, 2]]).float(), atol=1e-2)
+        tail = Tail(model, 1).eval()
+        assert torch.allclose(tail(torch.from_numpy(maps[[0, 2]])), full, atol=5e-2)
+    trainable = {n.split(".")[1] for n, p in tail.named_parameters() if p.requires_grad}
+    assert trainable == {"blocks", "conv_head", "bn2", "classifier"}
+    assert not any(p.requires_grad for p in model.blocks[5].parameters())
+    with pytest.raises(ModelError, match="block stages"):
+        Tail(model, 9)
+    with pytest.raises(ModelError, match="EfficientNet"):
+        Tail(load_model("resnet18", pretrained=False, num_classes=2), 1)

@@ -354,3 +354,35 @@ def test_early_stopping_with_patience(data_dir, tmp_path, cache):
     # lr 0: the validation loss never improves after epoch 1, so two more epochs end the run
     assert res["early_stopped"] and res["epochs_run"] == 3 and res["best_epoch"] == 1
     assert len(json.loads((tmp_path / "es" / "history.json").read_text())) == 3
+
+
+def test_train_blocks_fine_tunes_the_top_on_cached_maps(data_dir, tmp_path, cache):
+    """--train-blocks 1: blocks.6 + conv_head + classifier learn on cached blocks.0-5 maps, one row per
+    view; the export is a plain timm model whose predictor reproduces the trainer's test numbers."""
+    from safetensors.torch import load_file
+
+    from artlens.models import load_model
+    from artlens.predict import Predictor
+
+    out = tmp_path / "tail"
+    res = run(["--data", data_dir / "paintings_styles10", "--output-dir", out, "--max-per-class", 8,
+               "--img-size", 96, "--epochs", 3, "--freeze", "linear_probe", "--cache-features", "true",
+               "--train-blocks", 1, "--tta", "flip", "--view-rows", "true", "--aug", "none", "--lr", 0.003,
+               "--batch-size", 16, "--test-size", 0.25, "--val-size", 0, "--seed", 1])
+    base = load_model("tf_efficientnet_lite0").state_dict()
+    tuned = load_file(str(out / "model.safetensors"))
+    changed = {k for k in base if k in tuned and not k.startswith("classifier")
+               and tuned[k].is_floating_point() and not torch.equal(base[k], tuned[k])}
+    assert any(k.startswith("blocks.6.") for k in changed) and any(k.startswith("conv_head") for k in changed)
+    assert not [k for k in changed if not k.startswith(("blocks.6.", "conv_head", "bn2."))], sorted(changed)[:5]
+    assert not [k for k in changed if "running_" in k], "BatchNorm statistics must stay frozen"
+    # the trainer's test accuracy (cached fp16 maps, probabilities averaged over image + mirror) is what
+    # the exported folder gives through the predictor with its stored TTA mode
+    pred = Predictor(str(out), task="style")
+    assert pred.tta == "flip"
+    test = set(json.loads((out / "split.json").read_text())["test"])
+    files = sorted(f for f in (data_dir / "paintings_styles10").glob("*/*.jpg") if f.name in test)
+    assert len(files) == res["num_test"] == 20
+    acc = np.mean([r["label"] == f.parent.name for r, f in zip(pred.predict([str(f) for f in files]), files)])
+    assert acc == pytest.approx(res["test_accuracy"], abs=0.051)
+    assert res["test_accuracy"] > 0.2  # 10 styles, chance 0.1

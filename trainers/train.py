@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--feature-copies", type=int, default=1, help="augmented copies of each training image in the cache")
     g.add_argument("--tta", default="none", choices=["none", "flip", "crops"],
                    help="average features (cache) or predictions over these views; stored as the model's default")
+    g.add_argument("--view-rows", type=str2bool, default=False,
+                   help="with --cache-features and --tta: every view is a row of its own (training rows that augment; "
+                        "validation/test probabilities averaged over the views, as the predictor does)")
+    g.add_argument("--train-blocks", type=int, default=0,
+                   help="with --cache-features: also fine-tune the last N block stages and conv_head of an "
+                        "EfficientNet/MobileNet on cached outputs of the stages below them (0: linear probe)")
     g.add_argument("--threshold", default="auto",
                    help="binary origin models: 'auto' (maximise balanced accuracy on validation), a number, or none")
     g.add_argument("--positive-label", default="ai", help="the class whose probability the threshold applies to")
@@ -155,6 +161,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         raise ConfigError("no data: pass --data FOLDER_OR_HUB_ID (or data: in the config)")
     if args.cache_features and args.freeze not in ("linear_probe", "linear", "frozen"):
         raise ConfigError(f"--cache-features needs a frozen backbone (--freeze linear_probe), got --freeze {args.freeze}")
+    if args.train_blocks and not args.cache_features:
+        raise ConfigError("--train-blocks works on cached features: add --cache-features true --freeze linear_probe, "
+                          "or fine-tune without the cache with --freeze prefixes:... / top:0.3")
+    if args.train_blocks < 0:
+        raise ConfigError(f"--train-blocks must be 0 or more, got {args.train_blocks}")
+    if args.train_blocks and args.tta != "none" and not args.view_rows:
+        raise ConfigError("--train-blocks with --tta needs --view-rows true (spatial maps of views cannot be averaged)")
     if args.data_labels and (not isinstance(args.data, list) or len(args.data) != len(args.data_labels)):
         n = len(args.data) if isinstance(args.data, list) else 1
         raise ConfigError(f"--data-labels gives {len(args.data_labels)} labels for {n} data folder(s); give one label per folder")
@@ -357,7 +370,7 @@ def main(args: argparse.Namespace) -> dict:
     from artlens.export import push_to_hub, save_model_folder
     from artlens.features import extract_features
     from artlens.metrics import compute_metrics, save_metrics
-    from artlens.models import freeze, load_model, set_head
+    from artlens.models import Tail, freeze, load_model, set_head
 
     out = Path(args.output_dir)
     from accelerate.state import AcceleratorState
@@ -407,7 +420,8 @@ def main(args: argparse.Namespace) -> dict:
         for p in model.get_classifier().parameters():
             p.requires_grad = True
     size = int(D.data_config(model)["input_size"][-1])
-    crops = 5 if args.five_crop else 1
+    n_views = {"none": 1, "flip": 2, "crops": 6}[args.tta] if args.cache_features and args.view_rows else 1
+    crops = (5 if args.five_crop else 1) * n_views
     five = size if args.five_crop else None
     ev_bs = args.eval_batch_size or args.batch_size
     index = {n: i for i, n in enumerate(labels)}
@@ -419,20 +433,29 @@ def main(args: argparse.Namespace) -> dict:
         model.to(accelerator.device)
         t0 = time.perf_counter()
         feats = {}
+        opts = dict(batch_size=ev_bs, cache=True, tta=args.tta, five_crop=five, view_rows=args.view_rows,
+                    train_blocks=args.train_blocks, seed=args.seed, num_workers=args.num_workers,
+                    device=accelerator.device, show_progress=accelerator.is_local_main_process)
         with accelerator.main_process_first():
+            if args.aug == "none" and args.feature_copies <= 1:
+                # one deterministic view set for every split: one cache entry that other splits reuse
+                f, labs = extract_features(model, ds, D.eval_transform(model), desc="features", **opts)
+                for part, idx in split.items():
+                    rows = [i * crops + k for i in idx for k in range(crops)]
+                    feats[part] = (f[rows], [labs[r] for r in rows])
             for part, sub in parts.items():
+                if part in feats:
+                    continue
                 if len(sub) == 0:
                     feats[part] = (np.zeros((0, model.num_features), np.float32), [])
                     continue
                 train = part == "train"
                 tf = D.train_transform(model, aug=args.aug, rotation=args.rotation) if train and args.aug != "none" else D.eval_transform(model)
-                feats[part] = extract_features(
-                    model, sub, tf, batch_size=ev_bs, cache=True, tta=args.tta, five_crop=five,
-                    copies=args.feature_copies if train else 1, seed=args.seed, num_workers=args.num_workers,
-                    device=accelerator.device, desc=f"features {part}", show_progress=accelerator.is_local_main_process)
+                feats[part] = extract_features(model, sub, tf, copies=args.feature_copies if train else 1,
+                                               desc=f"features {part}", **opts)
         feature_time = time.perf_counter() - t0
         model.cpu()
-        module = model.get_classifier()
+        module = Tail(model, args.train_blocks) if args.train_blocks else model.get_classifier()
 
         def make_ds(part):
             f, labs = feats[part]
