@@ -122,14 +122,13 @@ def extract_features(
     from tqdm.auto import tqdm
 
     from .data import TorchDataset, data_config, five_crops
-    from .predict import tta_views
-
     from .models import trunk_features
+    from .predict import TTA_VIEWS, tta_views
 
     tta = {True: "flip", False: "none", None: "none", "true": "flip", "false": "none"}.get(tta, tta)
     copies = max(1, int(copies))
     labels_once = [str(lab) for lab in ds["label"]]
-    n_views = {"none": 1, "flip": 2, "crops": 6}[tta] if view_rows else 1
+    n_views = TTA_VIEWS[tta] if view_rows else 1
     if train_blocks and tta != "none" and not view_rows:
         raise ValueError("spatial maps of different views cannot be averaged: pass view_rows=True with train_blocks")
     per_image = copies * (5 if five_crop else 1) * n_views

@@ -17,9 +17,10 @@ from .data import data_config, eval_transform
 from .images import open_image
 from .models import load_model, label_names, resolve_ref
 
-__all__ = ["TTA_MODES", "tta_views", "predict_probs", "Predictor"]
+__all__ = ["TTA_MODES", "TTA_VIEWS", "tta_views", "predict_probs", "Predictor"]
 
 TTA_MODES = ("none", "flip", "crops")
+TTA_VIEWS = {"none": 1, "flip": 2, "crops": 6}  # len(tta_views(img, mode, size))
 
 
 def tta_views(img: Image.Image, mode: str | bool | None, size: int) -> list[Image.Image]:

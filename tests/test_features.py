@@ -126,6 +126,9 @@ def test_view_rows_and_cached_trunk_maps_feed_the_tail(small, model, cache):
     with torch.no_grad():
         mirror = pooled_features(model.eval(), tf(ImageOps.mirror(img))[None]).numpy()[0]
     assert np.allclose(rows[1], mirror, atol=1e-4)  # row 1: its mirror
+    from artlens.predict import TTA_VIEWS, tta_views
+
+    assert {m: len(tta_views(img, m, 64)) for m in TTA_VIEWS} == TTA_VIEWS
     # train_blocks=1: float16 maps of blocks.0-5 (192 channels, 64 px / 32), cached on disk
     maps, _ = extract_features(model, small, tf, tta="flip", view_rows=True, train_blocks=1)
     assert maps.shape == (12, 192, 2, 2) and maps.dtype == np.float16

@@ -97,6 +97,9 @@ def test_config_values_are_typed_and_flags_override(tmp_path):
     (["--output-dir", "o"], ["--data"]),
     (["--data", "x", "--output-dir", "o", "--cache-features", "true"], ["linear_probe"]),
     (["--data", "a,b", "--data-labels", "one", "--output-dir", "o"], ["one label per folder"]),
+    (["--data", "x", "--output-dir", "o", "--train-blocks", "1"], ["--cache-features", "prefixes"]),
+    (["--data", "x", "--output-dir", "o", "--cache-features", "true", "--freeze", "linear_probe",
+      "--train-blocks", "1", "--tta", "crops"], ["--view-rows true"]),
 ])
 def test_config_errors_are_clear(argv, words):
     with pytest.raises(train.ConfigError) as e:

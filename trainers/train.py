@@ -371,6 +371,7 @@ def main(args: argparse.Namespace) -> dict:
     from artlens.features import extract_features
     from artlens.metrics import compute_metrics, save_metrics
     from artlens.models import Tail, freeze, load_model, set_head
+    from artlens.predict import TTA_VIEWS
 
     out = Path(args.output_dir)
     from accelerate.state import AcceleratorState
@@ -420,7 +421,7 @@ def main(args: argparse.Namespace) -> dict:
         for p in model.get_classifier().parameters():
             p.requires_grad = True
     size = int(D.data_config(model)["input_size"][-1])
-    n_views = {"none": 1, "flip": 2, "crops": 6}[args.tta] if args.cache_features and args.view_rows else 1
+    n_views = TTA_VIEWS[args.tta] if args.cache_features and args.view_rows else 1
     crops = (5 if args.five_crop else 1) * n_views
     five = size if args.five_crop else None
     ev_bs = args.eval_batch_size or args.batch_size
