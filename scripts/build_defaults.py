@@ -106,41 +106,32 @@ def human_files(data: Path) -> dict[str, Path]:
     return out
 
 
-def painter_styles(data: Path) -> dict[str, str]:
-    """Painter -> style, from the folders of ``paintings_styles10`` (each painter sits in one style)."""
-    from artlens.data import group_from_filename
+def labelled_paintings(data: Path, name: str) -> dict[str, tuple[Path, str]]:
+    """File name -> (path, label) of every painting of both human sets (duplicates removed) for the
+    ``style`` or ``artist`` model.
 
-    return {group_from_filename(str(f)): f.parent.name for f in sorted((data / "paintings_styles10").glob("*/*.jpg"))}
-
-
-def prepare_style(data: Path, work: Path) -> Path:
-    """``<style>/`` links to every painting (of both human sets, duplicates removed) by a painter of that style.
-
-    ``paintings_artists50`` holds more paintings by the same 37 painters than ``paintings_styles10``
-    (2,776 distinct ones instead of 1,191): more paintings per painter is what makes the style of an
-    unseen painting, at another size or crop, recognisable.
+    artist: the painter (all 50 of ``paintings_artists50``). style: the ``paintings_styles10`` folder
+    that holds the painter's paintings (each of its 37 painters sits in one style);
+    ``paintings_artists50`` holds more paintings by the same painters (2,776 distinct ones instead of
+    1,191): more paintings per painter is what makes the style of an unseen painting, at another size
+    or crop, recognisable.
     """
     from artlens.data import group_from_filename
 
-    styles = painter_styles(data)
-    root = work / "data_style"
-    for name, f in human_files(data).items():
-        style = styles.get(group_from_filename(name))
-        if style:
-            _link(f, root / style / name)
-    return root
+    if name == "style":
+        label = {group_from_filename(str(f)): f.parent.name
+                 for f in sorted((data / "paintings_styles10").glob("*/*.jpg"))}
+    else:
+        label = {p.name: p.name for p in (data / "paintings_artists50").iterdir() if p.is_dir()}
+    return {n: (f, label[group_from_filename(n)]) for n, f in human_files(data).items()
+            if group_from_filename(n) in label}
 
 
-def prepare_artist(data: Path, work: Path) -> Path:
-    """``<painter>/`` links to every painting of the 50 painters in both human sets (duplicates removed)."""
-    from artlens.data import group_from_filename
-
-    painters = {p.name for p in (data / "paintings_artists50").iterdir() if p.is_dir()}
-    root = work / "data_artist"
-    for name, f in human_files(data).items():
-        painter = group_from_filename(name)
-        if painter in painters:
-            _link(f, root / painter / name)
+def prepare_paintings(data: Path, work: Path, name: str) -> Path:
+    """``<label>/`` folders of links to :func:`labelled_paintings` (``data_style`` or ``data_artist``)."""
+    root = work / f"data_{name}"
+    for n, (f, label) in labelled_paintings(data, name).items():
+        _link(f, root / label / n)
     return root
 
 
@@ -190,11 +181,9 @@ def train_one(name: str, args, extra: list[str], out: Path, data: str | list[str
 
 
 def data_for(name: str, data: Path, work: Path):
-    if name == "style":
-        return str(prepare_style(data, work))
-    if name == "artist":
-        return str(prepare_artist(data, work))
-    return str(prepare_origin(data, work))
+    if name == "origin":
+        return str(prepare_origin(data, work))
+    return str(prepare_paintings(data, work, name))
 
 
 # ---------------------------------------------------------------- evaluation
@@ -205,17 +194,11 @@ def test_images(run_dir: Path, data: Path, name: str, max_per_class: int | None,
     For origin the AI files are the untouched 512 px originals, not the 256 px training copies.
     """
     test = json.loads((Path(run_dir) / "split.json").read_text())["test"]
-    from artlens.data import group_from_filename
-
     if name == "origin":
         index = {n: (f, "human") for n, f in human_files(data).items()}
         index.update({f.name: (f, "ai") for f in sorted((data / AI_SET).glob("*/*.jpg"))})
-    elif name == "style":
-        styles = painter_styles(data)
-        index = {n: (f, styles[group_from_filename(n)]) for n, f in human_files(data).items()
-                 if group_from_filename(n) in styles}
     else:
-        index = {n: (f, group_from_filename(n)) for n, f in human_files(data).items()}
+        index = labelled_paintings(data, name)
     rows = sorted(index[n] for n in test)
     if max_per_class:
         rng = random.Random(seed)
