@@ -59,8 +59,12 @@ def jpeg_reencode(img: Image.Image, quality: int) -> Image.Image:
 class _RandomRescaleJpeg:
     """Random downscale and JPEG re-encoding, so neither resolution nor encoding is a shortcut."""
 
-    def __init__(self, scale=(0.35, 1.0), quality=(40, 95), p=0.8):
+    def __init__(self, scale=(0.25, 1.0), quality=(40, 95), p=0.8):
         self.scale, self.quality, self.p = scale, quality, p
+
+    def __repr__(self) -> str:
+        # part of the feature-cache key: other ranges must give other cache entries
+        return f"{type(self).__name__}(scale={self.scale}, quality={self.quality}, p={self.p})"
 
     def __call__(self, img: Image.Image) -> Image.Image:
         if random.random() < self.p:

@@ -413,8 +413,12 @@ def main(args) -> dict:
             pert = measure(run, data, name, args)
         cfg = yaml.safe_load((Path(args.configs_dir) / f"default_{name}.yaml").read_text())
         if cfg.get("train_blocks"):
+            rows = "each image and its mirror as separate rows"
+            if cfg.get("aug", "none") != "none":
+                rows = (f"{cfg.get('feature_copies', 1)} copies of each training image with augmentation "
+                        f"`{cfg['aug']}`, each copy and its mirror as separate rows")
             how = (f"`{cfg.get('model')}` with its stem and all block stages but the last {cfg['train_blocks']} frozen; "
-                   f"their outputs are cached (each image and its mirror as separate rows) and the last "
+                   f"their outputs are cached ({rows}) and the last "
                    f"{cfg['train_blocks']} stage(s), conv_head and the classifier are fine-tuned on them "
                    f"({cfg.get('epochs')} epochs, AdamW lr {cfg.get('lr')}, BatchNorm statistics kept); "
                    f"predictions average the image and its mirror (TTA `{cfg.get('tta')}`)")

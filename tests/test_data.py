@@ -79,6 +79,10 @@ def test_transforms_and_dataset(styles):
     assert tuple(x.shape) == (3, 224, 224) and isinstance(y, int)
     img = ds.open(0)
     assert tuple(tr(img).shape) == (3, 224, 224)
+    # the feature cache keys on repr(transform): the degradation range must show in it
+    desc = repr(tr)
+    tr.transforms[0].scale = (0.5, 1.0)
+    assert "scale=(0.25, 1.0)" in desc and repr(tr) != desc
     # a 1024 px and a 256 px copy of one painting give nearly the same eval tensor: resolution is normalised
     big = img.resize((1024, 1024), Image.BICUBIC)
     assert float((ev(big) - ev(img)).abs().mean()) < 0.05

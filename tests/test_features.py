@@ -136,6 +136,15 @@ def test_view_rows_and_cached_trunk_maps_feed_the_tail(small, model, cache):
     assert np.array_equal(maps, again) and len(list((cache / "features").glob("*.safetensors"))) == 1
     with pytest.raises(ValueError, match="view_rows"):
         extract_features(model, small, tf, tta="flip", train_blocks=1, cache=False)
+    # augmented maps (the defaults' recipe): copies x views rows per image, seeded, each draw different
+    rob = train_transform(model, aug="robust")
+    aug, labels = extract_features(model, small, rob, tta="flip", view_rows=True, train_blocks=1, copies=2,
+                                   seed=3, cache=False)
+    assert aug.shape == (24, 192, 2, 2) and labels[:4] == [small[0]["label"]] * 4
+    assert not np.array_equal(aug[0], aug[2])  # two draws of the augmentation
+    again, _ = extract_features(model, small, rob, tta="flip", view_rows=True, train_blocks=1, copies=2,
+                                seed=3, cache=False)
+    assert np.array_equal(aug, again)
     # the tail on cached maps gives the full model's logits
     x = torch.stack([tf(open_image(small[i]["image"]["path"])) for i in range(2)])
     with torch.no_grad():
