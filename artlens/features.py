@@ -40,8 +40,9 @@ def _image_fingerprint(ds) -> list:
         if b:
             out.append(hashlib.sha1(b).hexdigest())
         elif p and os.path.exists(p):
+            # the linked file, not the link: prepared folders of links (build_defaults, benchmarks) share entries
             st = os.stat(p)
-            out.append([os.path.abspath(p), st.st_size, int(st.st_mtime)])
+            out.append([os.path.realpath(p), st.st_size, int(st.st_mtime)])
         else:
             out.append(str(p))
     return out

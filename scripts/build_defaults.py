@@ -366,6 +366,21 @@ def folder_mb(folder: Path) -> float:
 
 # ---------------------------------------------------------------- main
 
+def holdout_note(run_dir: Path, res: dict, split: str) -> str:
+    """The card's sentence above a style held-out table (``split``: ``group`` or ``random``)."""
+    if split == "group":
+        painters = sorted({Path(f).stem.rsplit("_", 1)[0] for f in json.loads((run_dir / "split.json").read_text())["test"]})
+        return (f"The same recipe trained without {len(painters)} painters ({', '.join(painters)}) and "
+                f"tested on their {res['num_test']} paintings (style recognition on painters the model has "
+                f"never seen): accuracy {res['test_accuracy']:.3f}, balanced accuracy "
+                f"{res['test_balanced_accuracy']:.3f} on all {res['num_test']}. The table measures "
+                f"{EVAL_CAPS['style']} of them per style (or --eval-max-per-class), clean and perturbed.")
+    return (f"The same recipe trained on a stratified random 80% and tested on the other "
+            f"{res['num_test']} paintings (new paintings by the 37 painters it knows): accuracy "
+            f"{res['test_accuracy']:.3f}, balanced accuracy {res['test_balanced_accuracy']:.3f}. The table "
+            f"measures {EVAL_CAPS['style']} of them per style, clean and perturbed.")
+
+
 def main(args) -> dict:
     import torch
     import yaml
@@ -388,24 +403,12 @@ def main(args) -> dict:
         d = data_for(name, data, work)
         holdouts = []
         if name == "style" and str(args.holdout).lower() == "true":
-            hdir = work / "holdout_style"
-            hres = train_one(name, args, ["--split", "group", "--test-size", "0.2", "--val-size", "0"], hdir, d)
-            pert = measure(hdir, data, name, args)
-            test_artists = sorted({Path(f).stem.rsplit("_", 1)[0] for f in json.loads((hdir / "split.json").read_text())["test"]})
-            holdouts.append({"results": hres, "perturbed": pert, "title": "unseen painters", "note":
-                       f"The same recipe trained without {len(test_artists)} painters ({', '.join(test_artists)}) and "
-                       f"tested on their {hres['num_test']} paintings (style recognition on painters the model has "
-                       f"never seen): accuracy {hres['test_accuracy']:.3f}, balanced accuracy "
-                       f"{hres['test_balanced_accuracy']:.3f} on all {hres['num_test']}. The table measures "
-                       f"{EVAL_CAPS['style']} of them per style (or --eval-max-per-class), clean and perturbed."})
-            kdir = work / "holdout_style_known"
-            kres = train_one(name, args, ["--split", "random", "--test-size", "0.2", "--val-size", "0"], kdir, d)
-            kpert = measure(kdir, data, name, args)
-            holdouts.append({"results": kres, "perturbed": kpert, "title": "unseen paintings by known painters", "note":
-                       f"The same recipe trained on a stratified random 80% and tested on the other "
-                       f"{kres['num_test']} paintings (new paintings by the 37 painters it knows): accuracy "
-                       f"{kres['test_accuracy']:.3f}, balanced accuracy {kres['test_balanced_accuracy']:.3f}. The table "
-                       f"measures {EVAL_CAPS['style']} of them per style, clean and perturbed."})
+            for sub, split, title in (("holdout_style", "group", "unseen painters"),
+                                      ("holdout_style_known", "random", "unseen paintings by known painters")):
+                hdir = work / sub
+                hres = train_one(name, args, ["--split", split, "--test-size", "0.2", "--val-size", "0"], hdir, d)
+                holdouts.append({"results": hres, "perturbed": measure(hdir, data, name, args), "title": title,
+                                 "note": holdout_note(hdir, hres, split)})
         run = work / name
         res = train_one(name, args, [], run, d)
         pert = None
