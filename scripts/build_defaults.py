@@ -299,8 +299,10 @@ LIMITS = {
     "origin": "AI examples are 668 Stable Diffusion 1.5 images (two community checkpoints) only; other generators "
               "(SDXL, SD3, Midjourney, DALL-E, GANs), photographs, and AI images that were edited, heavily "
               "compressed or upscaled may be missed or misjudged. Human examples are 256 px paintings by 50 famous "
-              "painters. A linear probe on ImageNet features looks at content and texture, not at generator "
-              "fingerprints: treat the verdict as a hint, never as proof. Not measured on any external data set.",
+              "painters. The model sees the image at 224 px, so it judges content, colour and brushwork, not "
+              "generator fingerprints at full resolution: treat the verdict as a hint, never as proof. Trained "
+              "only on images from one checkpoint, it still detected the other one (a check in "
+              "docs/experiments.md), but both are Stable Diffusion 1.5. Not measured on any external data set.",
 }
 
 
