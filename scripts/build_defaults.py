@@ -419,15 +419,18 @@ def main(args) -> dict:
             pert = measure(run, data, name, args)
         cfg = yaml.safe_load((Path(args.configs_dir) / f"default_{name}.yaml").read_text())
         if cfg.get("train_blocks"):
-            rows = "each image and its mirror as separate rows"
+            tta = cfg.get("tta", "none")
+            views = {"none": ("", "use the image as it is"), "flip": (" and its mirror", "average the image and its mirror"),
+                     "crops": (", its mirror and four corner crops", "average the image, its mirror and four corner crops")}[tta]
+            rows = f"each image{views[0]} as separate rows"
             if cfg.get("aug", "none") != "none":
                 rows = (f"{cfg.get('feature_copies', 1)} copies of each training image with augmentation "
-                        f"`{cfg['aug']}`, each copy and its mirror as separate rows")
+                        f"`{cfg['aug']}`, each copy{views[0]} as separate rows")
             how = (f"`{cfg.get('model')}` with its stem and all block stages but the last {cfg['train_blocks']} frozen; "
                    f"their outputs are cached ({rows}) and the last "
                    f"{cfg['train_blocks']} stage(s), conv_head and the classifier are fine-tuned on them "
                    f"({cfg.get('epochs')} epochs, AdamW lr {cfg.get('lr')}, BatchNorm statistics kept); "
-                   f"predictions average the image and its mirror (TTA `{cfg.get('tta')}`)")
+                   f"predictions {views[1]} (TTA `{tta}`)")
         else:
             how = (f"linear probe on frozen `{cfg.get('model')}` features, augmentation `{cfg.get('aug')}` "
                    f"x{cfg.get('feature_copies', 1)}")
