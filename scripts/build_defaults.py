@@ -420,17 +420,18 @@ def main(args) -> dict:
         cfg = yaml.safe_load((Path(args.configs_dir) / f"default_{name}.yaml").read_text())
         if cfg.get("train_blocks"):
             tta = cfg.get("tta", "none")
+            ptta = cfg.get("predict_tta") or tta
             views = {"none": ("", "use the image as it is"), "flip": (" and its mirror", "average the image and its mirror"),
-                     "crops": (", its mirror and four corner crops", "average the image, its mirror and four corner crops")}[tta]
-            rows = f"each image{views[0]} as separate rows"
+                     "crops": (", its mirror and four corner crops", "average the image, its mirror and four corner crops")}
+            rows = f"each image{views[tta][0]} as separate rows"
             if cfg.get("aug", "none") != "none":
                 rows = (f"{cfg.get('feature_copies', 1)} copies of each training image with augmentation "
-                        f"`{cfg['aug']}`, each copy{views[0]} as separate rows")
+                        f"`{cfg['aug']}`, each copy{views[tta][0]} as separate rows")
             how = (f"`{cfg.get('model')}` with its stem and all block stages but the last {cfg['train_blocks']} frozen; "
                    f"their outputs are cached ({rows}) and the last "
                    f"{cfg['train_blocks']} stage(s), conv_head and the classifier are fine-tuned on them "
                    f"({cfg.get('epochs')} epochs, AdamW lr {cfg.get('lr')}, BatchNorm statistics kept); "
-                   f"predictions {views[1]} (TTA `{tta}`)")
+                   f"predictions {views[ptta][1]} (TTA `{ptta}`)")
         else:
             how = (f"linear probe on frozen `{cfg.get('model')}` features, augmentation `{cfg.get('aug')}` "
                    f"x{cfg.get('feature_copies', 1)}")

@@ -359,9 +359,11 @@ def test_early_stopping_with_patience(data_dir, tmp_path, cache):
     assert len(json.loads((tmp_path / "es" / "history.json").read_text())) == 3
 
 
-def test_train_blocks_fine_tunes_the_top_on_cached_maps(data_dir, tmp_path, cache):
+@pytest.mark.parametrize("predict_tta", [None, "crops"])
+def test_train_blocks_fine_tunes_the_top_on_cached_maps(data_dir, tmp_path, cache, predict_tta):
     """--train-blocks 1: blocks.6 + conv_head + classifier learn on cached blocks.0-5 maps, one row per
-    view; the export is a plain timm model whose predictor reproduces the trainer's test numbers."""
+    view; the export is a plain timm model whose predictor reproduces the trainer's test numbers, also when
+    --predict-tta gives the test and the stored default other views than the training rows."""
     from safetensors.torch import load_file
 
     from artlens.models import load_model
@@ -371,7 +373,8 @@ def test_train_blocks_fine_tunes_the_top_on_cached_maps(data_dir, tmp_path, cach
     res = run(["--data", data_dir / "paintings_styles10", "--output-dir", out, "--max-per-class", 8,
                "--img-size", 96, "--epochs", 3, "--freeze", "linear_probe", "--cache-features", "true",
                "--train-blocks", 1, "--tta", "flip", "--view-rows", "true", "--aug", "none", "--lr", 0.003,
-               "--batch-size", 16, "--test-size", 0.25, "--val-size", 0, "--seed", 1])
+               "--batch-size", 16, "--test-size", 0.25, "--val-size", 0, "--seed", 1]
+              + (["--predict-tta", predict_tta] if predict_tta else []))
     base = load_model("tf_efficientnet_lite0").state_dict()
     tuned = load_file(str(out / "model.safetensors"))
     changed = {k for k in base if k in tuned and not k.startswith("classifier")
@@ -382,7 +385,8 @@ def test_train_blocks_fine_tunes_the_top_on_cached_maps(data_dir, tmp_path, cach
     # the trainer's test accuracy (cached fp16 maps, probabilities averaged over image + mirror) is what
     # the exported folder gives through the predictor with its stored TTA mode
     pred = Predictor(str(out), task="style")
-    assert pred.tta == "flip"
+    assert pred.tta == (predict_tta or "flip")
+    assert yaml.safe_load((out / "train_config.yaml").read_text())["predict_tta"] == (predict_tta or "flip")
     test = set(json.loads((out / "split.json").read_text())["test"])
     files = sorted(f for f in (data_dir / "paintings_styles10").glob("*/*.jpg") if f.name in test)
     assert len(files) == res["num_test"] == 20

@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--feature-copies", type=int, default=1, help="augmented copies of each training image in the cache")
     g.add_argument("--tta", default="none", choices=["none", "flip", "crops"],
                    help="average features (cache) or predictions over these views; stored as the model's default")
+    g.add_argument("--predict-tta", default=None, choices=["none", "flip", "crops"],
+                   help="views for validation, test and the stored default when they should differ from the training "
+                        "rows of --tta (e.g. train on flip rows, predict with crops); default: same as --tta")
     g.add_argument("--view-rows", type=str2bool, default=False,
                    help="with --cache-features and --tta: every view is a row of its own (training rows that augment; "
                         "validation/test probabilities averaged over the views, as the predictor does)")
@@ -166,7 +169,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                           "or fine-tune without the cache with --freeze prefixes:... / top:0.3")
     if args.train_blocks < 0:
         raise ConfigError(f"--train-blocks must be 0 or more, got {args.train_blocks}")
-    if args.train_blocks and args.tta != "none" and not args.view_rows:
+    if args.predict_tta is None:
+        args.predict_tta = args.tta
+    if args.train_blocks and (args.tta != "none" or args.predict_tta != "none") and not args.view_rows:
         raise ConfigError("--train-blocks with --tta needs --view-rows true (spatial maps of views cannot be averaged)")
     if args.data_labels and (not isinstance(args.data, list) or len(args.data) != len(args.data_labels)):
         n = len(args.data) if isinstance(args.data, list) else 1
@@ -412,8 +417,8 @@ def main(args: argparse.Namespace) -> dict:
     if args.pad_square:
         # stored in config.json, so timm/transformers loaders of the export pad the same way
         cfg.update(crop_mode="border", crop_pct=1.0)
-    if args.tta != "none":
-        cfg["artlens_tta"] = args.tta
+    if args.predict_tta != "none":
+        cfg["artlens_tta"] = args.predict_tta
     model.pretrained_cfg = cfg
     freeze(model, args.freeze)
     set_head(model, args.head, dropout=args.head_dropout)
@@ -421,7 +426,8 @@ def main(args: argparse.Namespace) -> dict:
         for p in model.get_classifier().parameters():
             p.requires_grad = True
     size = int(D.data_config(model)["input_size"][-1])
-    n_views = TTA_VIEWS[args.tta] if args.cache_features and args.view_rows else 1
+    # validation and test rows come in groups of the prediction views, averaged as the predictor averages them
+    n_views = TTA_VIEWS[args.predict_tta] if args.cache_features and args.view_rows else 1
     crops = (5 if args.five_crop else 1) * n_views
     five = size if args.five_crop else None
     ev_bs = args.eval_batch_size or args.batch_size
@@ -434,13 +440,13 @@ def main(args: argparse.Namespace) -> dict:
         model.to(accelerator.device)
         t0 = time.perf_counter()
         feats = {}
-        opts = dict(batch_size=ev_bs, cache=True, tta=args.tta, five_crop=five, view_rows=args.view_rows,
+        opts = dict(batch_size=ev_bs, cache=True, five_crop=five, view_rows=args.view_rows,
                     train_blocks=args.train_blocks, seed=args.seed, num_workers=args.num_workers,
                     device=accelerator.device, show_progress=accelerator.is_local_main_process)
         with accelerator.main_process_first():
-            if args.aug == "none" and args.feature_copies <= 1:
+            if args.aug == "none" and args.feature_copies <= 1 and args.predict_tta == args.tta:
                 # one deterministic view set for every split: one cache entry that other splits reuse
-                f, labs = extract_features(model, ds, D.eval_transform(model), desc="features", **opts)
+                f, labs = extract_features(model, ds, D.eval_transform(model), tta=args.tta, desc="features", **opts)
                 for part, idx in split.items():
                     rows = [i * crops + k for i in idx for k in range(crops)]
                     feats[part] = (f[rows], [labs[r] for r in rows])
@@ -453,7 +459,7 @@ def main(args: argparse.Namespace) -> dict:
                 train = part == "train"
                 tf = D.train_transform(model, aug=args.aug, rotation=args.rotation) if train and args.aug != "none" else D.eval_transform(model)
                 feats[part] = extract_features(model, sub, tf, copies=args.feature_copies if train else 1,
-                                               desc=f"features {part}", **opts)
+                                               tta=args.tta if train else args.predict_tta, desc=f"features {part}", **opts)
         feature_time = time.perf_counter() - t0
         model.cpu()
         module = Tail(model, args.train_blocks) if args.train_blocks else model.get_classifier()
