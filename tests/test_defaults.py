@@ -51,6 +51,21 @@ def test_label_names_are_the_data_folder_names(data_dir):
     assert sorted(label_names(load_model("origin"))) == ["ai", "human"]
 
 
+def test_folders_match_their_recipes():
+    """Each shipped folder was built from its recipe as committed: same training settings, and the stored
+    prediction views are the recipe's predict_tta (else tta). A recipe edited without `make defaults` fails."""
+    import yaml
+
+    for name in NAMES:
+        recipe = yaml.safe_load((DEFAULTS_DIR.parents[1] / "trainers" / "configs" / f"default_{name}.yaml").read_text())
+        built = yaml.safe_load((DEFAULTS_DIR / name / "train_config.yaml").read_text())
+        for k, v in recipe.items():
+            if k not in ("data", "output_dir"):
+                assert built.get(k) == v, f"{name}: recipe {k}={v!r}, shipped folder built with {built.get(k)!r}: run `make defaults`"
+        want = recipe.get("predict_tta") or recipe.get("tta", "none")
+        assert Predictor(name, task=name).tta == want
+
+
 def test_timm_local_dir_gives_the_same_logits():
     import timm
 
