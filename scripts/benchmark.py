@@ -43,6 +43,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--only", nargs="*", choices=SECTIONS, default=None)
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    p.add_argument("--work-dir", default=None,
+                   help="accuracy: reuse the trainer runs in this folder (make defaults: build/defaults), train the missing ones there")
     p.add_argument("--quick", action="store_true", help="small sizes, to check the code runs (tables marked as quick)")
     args = p.parse_args(argv)
     for name in args.only or SECTIONS:

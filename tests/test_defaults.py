@@ -23,6 +23,11 @@ def _held_out(name: str) -> set[str]:
     return set(json.loads((DEFAULTS_DIR / name / "split.json").read_text())["test"])
 
 
+def _spread(files: list, n: int) -> list:
+    """n files evenly spaced over a sorted list (several artists, not the first one's files only)."""
+    return [files[round(i * (len(files) - 1) / max(n - 1, 1))] for i in range(n)] if len(files) >= n else files
+
+
 @pytest.fixture(scope="module")
 def predictors():
     return {name: Predictor(name, task=name) for name in NAMES}
@@ -86,8 +91,8 @@ def test_origin_has_a_validation_threshold_and_reports_a_verdict(predictors, dat
     card = (DEFAULTS_DIR / "origin" / "README.md").read_text()
     assert f"{float(cfg['artlens_threshold']):.3f}" in card
     held = _held_out("origin")
-    ai = sorted(f for f in (data_dir / "ai_sd15_styles15").glob("*/*.jpg") if f.name in held)[::5][:10]
-    human = sorted(f for f in (data_dir / "paintings_artists50").glob("*/*.jpg") if f.name in held)[::9][:10]
+    ai = _spread(sorted(f for f in (data_dir / "ai_sd15_styles15").glob("*/*.jpg") if f.name in held), 10)
+    human = _spread(sorted(f for f in (data_dir / "paintings_artists50").glob("*/*.jpg") if f.name in held), 10)
     assert len(ai) == 10 and len(human) == 10
     res = predictors["origin"].predict([str(f) for f in ai + human])
     for r in res:
@@ -109,10 +114,16 @@ def test_style_predictions_on_real_paintings(predictors, data_dir):
 
 def test_artist_predictions_on_held_out_paintings(predictors, data_dir):
     held = _held_out("artist")
-    names = _folders(data_dir, "paintings_artists50")[::3]  # 17 painters
     # the model trained on both human sets (duplicates removed): a held-out painting may sit in either
     both = sorted(data_dir.glob("paintings_*/*/*.jpg"))
-    files = [next(f for f in both if f.name in held and f.name.rsplit("_", 1)[0] == a) for a in names]
+    by_painter = {}
+    for f in both:
+        if f.name in held:
+            by_painter.setdefault(f.name.rsplit("_", 1)[0], f)
+    # one held-out painting each of 17 painters spread over the 50 (the shipped split keeps a few per painter)
+    names = _spread(sorted(by_painter), 17)
+    assert len(names) == 17, f"only {len(by_painter)} painters have held-out paintings in split.json"
+    files = [by_painter[a] for a in names]
     res = predictors["artist"].predict([str(f) for f in files])
     top1 = sum(r["label"] == a for r, a in zip(res, names))
     top5 = sum(a in [t["label"] for t in r["top_k"]] for r, a in zip(res, names))

@@ -133,6 +133,44 @@ def test_choose_threshold_maximises_balanced_accuracy():
     assert train.choose_threshold(p, np.ones(7, bool)) == 0.5
 
 
+def test_calibrated_threshold_is_the_balanced_crossing_and_steadier_than_the_maximum():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    # 500 negatives and 100 positives, overlapping like the origin model's validation p(ai)
+    z = np.concatenate([rng.normal(-2.0, 1.2, 500), rng.normal(1.5, 1.5, 100)])
+    p, pos = 1 / (1 + np.exp(-z)), np.arange(600) >= 500
+    t = train.calibrated_threshold(p, pos)
+    # at t the balanced logistic fit of logit(p) says 0.5: balanced accuracy well above chance there
+    fit = LogisticRegression(class_weight="balanced", C=1e4).fit(z[:, None], pos)
+    assert fit.predict_proba([[np.log(t / (1 - t))]])[0, 1] == pytest.approx(0.5, abs=1e-3)
+    pred = p >= t
+    assert 0.5 * (pred[pos].mean() + (~pred[~pos]).mean()) > 0.85
+    # resampling the validation images moves it less than the balanced-accuracy maximum
+    draws = [rng.integers(0, 600, 600) for _ in range(40)]
+    spread = lambda rule: np.std([rule(p[i], pos[i]) for i in draws])  # noqa: E731
+    assert spread(train.calibrated_threshold) < spread(train.choose_threshold)
+    # degenerate validation sets fall back to 0.5
+    assert train.calibrated_threshold(p[:10], pos[:10]) == 0.5
+    assert train.calibrated_threshold(1 - p, pos) == 0.5  # probabilities that rank the classes backwards
+
+
+@pytest.mark.parametrize("value, ok", [("auto", True), ("calibrated", True), ("none", True), ("0.7", True),
+                                       ("1.5", False), ("0", False), ("best", False)])
+def test_threshold_values_are_checked(value, ok, tmp_path):
+    argv = ["--data", "x", "--output-dir", str(tmp_path), "--threshold", value]
+    if ok:
+        assert train.parse_args(argv).threshold == value
+    else:
+        with pytest.raises(SystemExit):
+            train.parse_args(argv)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"threshold: '{value}'\n")
+    if not ok:
+        with pytest.raises(train.ConfigError, match="calibrated"):
+            train.parse_args(["--config", str(cfg), "--data", "x", "--output-dir", str(tmp_path)])
+
+
 def test_frozen_batchnorm_stays_in_eval_mode():
     from artlens.models import freeze, load_model
 
