@@ -29,7 +29,7 @@ Everything is seeded, so a rebuild gives the same folders.
   out, tested on the original 512 px AI files and on human paintings upscaled to 1024 px, JPEG re-encoded.
 
 Every shipped model is measured like this (``HOLDOUTS``, ``--holdout true``): training on everything
-but a few test images gives the shipped model 14-20% more paintings to learn from than the runs that
+but a few test images gives the shipped model 14-25% more images to learn from than the runs that
 measure it.
 """
 from __future__ import annotations
