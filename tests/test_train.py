@@ -164,11 +164,14 @@ def test_threshold_values_are_checked(value, ok, tmp_path):
     else:
         with pytest.raises(SystemExit):
             train.parse_args(argv)
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"threshold: '{value}'\n")
-    if not ok:
-        with pytest.raises(train.ConfigError, match="calibrated"):
-            train.parse_args(["--config", str(cfg), "--data", "x", "--output-dir", str(tmp_path)])
+    for text in (f"'{value}'", value):  # quoted and plain YAML (a plain number arrives as a float)
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(f"threshold: {text}\n")
+        if ok:
+            assert train.parse_args(["--config", str(cfg), "--data", "x", "--output-dir", str(tmp_path)]).threshold == value
+        else:
+            with pytest.raises(train.ConfigError, match="calibrated"):
+                train.parse_args(["--config", str(cfg), "--data", "x", "--output-dir", str(tmp_path)])
 
 
 def test_frozen_batchnorm_stays_in_eval_mode():

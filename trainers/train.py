@@ -180,6 +180,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         raise ConfigError(f"--data-labels gives {len(args.data_labels)} labels for {n} data folder(s); give one label per folder")
     if isinstance(args.data, list) and len(args.data) == 1 and not args.data_labels:
         args.data = args.data[0]
+    try:  # a YAML number skips the flag's type check
+        args.threshold = threshold_arg(args.threshold)
+    except argparse.ArgumentTypeError as e:
+        raise ConfigError(f"--threshold: {e}") from None
     return args
 
 
