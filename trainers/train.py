@@ -626,12 +626,12 @@ def main(args: argparse.Namespace) -> dict:
                "num_validation": len(parts["validation"]), "num_test": len(parts["test"]), "label_names": labels}
     threshold = None
     pos = args.positive_label
-    if len(labels) == 2 and pos in labels and str(args.threshold).lower() != "none":
+    if len(labels) == 2 and pos in labels and args.threshold != "none":  # parse_args normalised it
         k = labels.index(pos)
-        if str(args.threshold).lower() in ("auto", "calibrated"):
+        if args.threshold in ("auto", "calibrated"):
             if has_val:
                 probs, ys = predict_loader(module, val_loader, accelerator, crops, desc="threshold")
-                rule = calibrated_threshold if str(args.threshold).lower() == "calibrated" else choose_threshold
+                rule = calibrated_threshold if args.threshold == "calibrated" else choose_threshold
                 threshold = rule(probs[:, k], ys == k)
             else:
                 threshold = 0.5

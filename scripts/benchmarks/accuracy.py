@@ -40,8 +40,9 @@ def run(args) -> str:
     caps = {"style": 2 if quick else 5, "artist": 1, "origin": 5 if quick else 25}
     parts = []
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(getattr(args, "work_dir", None) or tmp)
-        bargs = B.parse_args(["--data", str(data), "--work-dir", str(work)] + (["--skip-train"] if getattr(args, "work_dir", None) else []))
+        reuse = getattr(args, "work_dir", None)
+        work = Path(reuse or tmp)
+        bargs = B.parse_args(["--data", str(data), "--work-dir", str(work)] + (["--skip-train"] if reuse else []))
         for name in B.NAMES:
             d = B.data_for(name, data, work)
             for sub, extra, _ in B.HOLDOUTS[name]:
