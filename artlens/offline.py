@@ -136,7 +136,7 @@ def _convert(arch: str, template: dict[str, torch.Tensor]) -> dict[str, torch.Te
 def offline_state_dict(arch: str, template: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """State dict for timm's ``arch`` with the packaged pretrained weights (its pretrained head).
 
-    ``template`` is the state dict of a freshly created ``timm.create_model(arch)`` (1000 classes),
+    ``template`` is the state dict of a freshly created ``timm.create_model(arch)`` (its pretrained head),
     used to name and shape-check every tensor.
     """
     from safetensors.torch import load_file, save_file
