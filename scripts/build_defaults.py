@@ -4,6 +4,7 @@
     python scripts/build_defaults.py --data ../shared/data                 # all three (make defaults)
     python scripts/build_defaults.py --data ../shared/data --only origin   # one
     python scripts/build_defaults.py --data ../shared/data --skip-train    # re-measure / re-ship existing runs
+    python scripts/build_defaults.py --data ../shared/data --prepare-only  # only the data folders (seconds)
 
 Each model is trained by ``trainers/train.py`` (in-process) from ``trainers/configs/default_<name>.yaml``
 on the offline ``tf_efficientnet_lite0`` backbone and written as an fp16 timm model folder to
@@ -90,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cap held-out images per label when perturbing (default: style 6, artist 1, origin 40)")
     p.add_argument("--max-total-mb", type=float, default=30.0, help="fail if the three folders are larger")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="only prepare the data folders in --work-dir (data_style, data_artist, data_origin), "
+                        "e.g. for other recipes such as trainers/configs/clip_probe.yaml")
     p.add_argument("--skip-train", action="store_true",
                    help="reuse the trainer runs already in --work-dir (re-measure and re-ship only)")
     return p
@@ -435,6 +439,10 @@ def main(args) -> dict:
     summary = {}
     for name in args.only:
         d = data_for(name, data, work)
+        if args.prepare_only:
+            print(f"[{name}] data: {d}", flush=True)
+            summary[name] = d
+            continue
         holdouts = []
         if str(args.holdout).lower() == "true":
             for sub, extra, title in HOLDOUTS[name]:
@@ -486,6 +494,8 @@ def main(args) -> dict:
         os.replace(tmp, dst / "evaluation.json")
         summary[name] = record
         print(f"[{name}] shipped {dst} ({folder_mb(dst):.1f} MB)", flush=True)
+    if args.prepare_only:
+        return summary
     total = sum(folder_mb(out_dir / n) for n in NAMES if (out_dir / n).exists())
     print(f"defaults: {total:.1f} MB in {out_dir}", flush=True)
     if total > args.max_total_mb:

@@ -129,3 +129,23 @@ def test_artist_predictions_on_held_out_paintings(predictors, data_dir):
     top5 = sum(a in [t["label"] for t in r["top_k"]] for r, a in zip(res, names))
     assert top1 >= 8 and top5 >= 13, f"artist: top-1 {top1}/17, top-5 {top5}/17 on held-out paintings"
     assert np.isclose(sum(res[0]["probs"].values()), 1, atol=1e-3)
+
+
+def test_build_defaults_prepare_only_makes_the_data_folders(data_dir, tmp_path):
+    from PIL import Image
+
+    from tests.conftest import load_script
+
+    bd = load_script("build_defaults")
+    work, out = tmp_path / "work", tmp_path / "out"
+    got = bd.main(bd.parse_args(["--data", str(data_dir), "--work-dir", str(work), "--out-dir", str(out),
+                                 "--prepare-only"]))
+    assert set(got) == {"style", "artist", "origin"}
+    count = lambda d: {p.name: len(list(p.glob("*.jpg"))) for p in d.iterdir()}  # noqa: E731
+    style, artist, origin = count(work / "data_style"), count(work / "data_artist"), count(work / "data_origin")
+    assert sorted(style) == sorted(p.name for p in (data_dir / "paintings_styles10").iterdir() if p.is_dir())
+    assert sum(style.values()) == 2776 and len(artist) == 50 and sum(artist.values()) == 3400
+    assert origin == {"human": 3400, "ai": 668}
+    ai = sorted((work / "data_origin" / "ai").glob("*.jpg"))[0]
+    assert min(Image.open(ai).size) == 256  # AI brought to the human files' size
+    assert not any(out.iterdir())  # nothing trained, nothing shipped
