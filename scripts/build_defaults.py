@@ -434,7 +434,8 @@ def main(args) -> dict:
     work, out_dir = Path(args.work_dir), Path(args.out_dir)
     work.mkdir(parents=True, exist_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(args, work / "build_config.yaml")
+    if not args.prepare_only:  # keep the record of the last real build
+        save_config(args, work / "build_config.yaml")
     evaluate = str(args.evaluate).lower() == "true"
     summary = {}
     for name in args.only:

@@ -148,4 +148,4 @@ def test_build_defaults_prepare_only_makes_the_data_folders(data_dir, tmp_path):
     assert origin == {"human": 3400, "ai": 668}
     ai = sorted((work / "data_origin" / "ai").glob("*.jpg"))[0]
     assert min(Image.open(ai).size) == 256  # AI brought to the human files' size
-    assert not any(out.iterdir())  # nothing trained, nothing shipped
+    assert not any(out.iterdir()) and not (work / "build_config.yaml").exists()  # nothing trained or shipped
