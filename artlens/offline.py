@@ -104,8 +104,8 @@ def _onnx_clip_tensors(path: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-def _convert_clip(arch: str, template: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    src = _onnx_clip_tensors(_package_file(arch))
+def _convert_clip(arch: str, path: Path, template: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    src = _onnx_clip_tensors(path)
     pre = "vision_model."
     try:
         out = {
@@ -138,9 +138,10 @@ def _convert_clip(arch: str, template: dict[str, torch.Tensor]) -> dict[str, tor
 
 
 def _convert(arch: str, template: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    if OFFLINE_WEIGHTS[arch][1].endswith(".onnx"):
-        return _convert_clip(arch, template)
-    src = torch.load(_package_file(arch), map_location="cpu", weights_only=True)
+    path = _package_file(arch)
+    if path.suffix == ".onnx":
+        return _convert_clip(arch, path, template)
+    src = torch.load(path, map_location="cpu", weights_only=True)
     src = src.get("state_dict", src) if isinstance(src, dict) else src
     if len(src) != len(template):
         raise OfflineWeightsError(f"{arch}: package has {len(src)} tensors, timm expects {len(template)}")

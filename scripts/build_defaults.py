@@ -434,16 +434,16 @@ def main(args) -> dict:
     work, out_dir = Path(args.work_dir), Path(args.out_dir)
     work.mkdir(parents=True, exist_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not args.prepare_only:  # keep the record of the last real build
-        save_config(args, work / "build_config.yaml")
+    if args.prepare_only:  # before save_config: keep the record of the last real build
+        summary = {name: data_for(name, data, work) for name in args.only}
+        for name, d in summary.items():
+            print(f"[{name}] data: {d}", flush=True)
+        return summary
+    save_config(args, work / "build_config.yaml")
     evaluate = str(args.evaluate).lower() == "true"
     summary = {}
     for name in args.only:
         d = data_for(name, data, work)
-        if args.prepare_only:
-            print(f"[{name}] data: {d}", flush=True)
-            summary[name] = d
-            continue
         holdouts = []
         if str(args.holdout).lower() == "true":
             for sub, extra, title in HOLDOUTS[name]:
@@ -495,8 +495,6 @@ def main(args) -> dict:
         os.replace(tmp, dst / "evaluation.json")
         summary[name] = record
         print(f"[{name}] shipped {dst} ({folder_mb(dst):.1f} MB)", flush=True)
-    if args.prepare_only:
-        return summary
     total = sum(folder_mb(out_dir / n) for n in NAMES if (out_dir / n).exists())
     print(f"defaults: {total:.1f} MB in {out_dir}", flush=True)
     if total > args.max_total_mb:
