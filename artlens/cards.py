@@ -53,6 +53,9 @@ def render_model_card(out_path, *, model_name: str, architecture: str, label_nam
         tags=["image-classification", "timm", "artlens", "art", "paintings"] + list(tags or []),
         base_model=base, datasets=hub_datasets or None, model_name=model_name, eval_results=eval_results,
     )
+    from .offline import OFFLINE_WEIGHTS, install_hint
+
+    backbone = pretrained_cfg.get("artlens_backbone")
     names = list(label_names)
     labels_text = ", ".join(f"`{n}`" for n in names[:60]) + (" ..." if len(names) > 60 else "")
     recipe_lines = [f"{k}: `{v}`" for k, v in (recipe or {}).items() if v not in (None, "", [], {})]
@@ -68,6 +71,7 @@ def render_model_card(out_path, *, model_name: str, architecture: str, label_nam
         recipe_lines=recipe_lines, metrics=metrics, eval_split=eval_split,
         has_confusion=bool(metrics) and (Path(out_path).parent / "test_confusion.png").exists(),
         extra_results=extra_results, limitations=limitations or DEFAULT_LIMITATIONS,
+        backbone=backbone, backbone_hint=install_hint(backbone) if backbone in OFFLINE_WEIGHTS else None,
     )
     return _write(card, out_path)
 

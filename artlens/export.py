@@ -55,10 +55,31 @@ def _atomic_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+def _head_state(model: nn.Module, backbone: str) -> dict:
+    """The classifier's tensors, after checking that every other tensor is ``backbone``'s pretrained one."""
+    from .models import _classifier_name, load_model
+
+    cls = _classifier_name(model)
+    ref = load_model(backbone).state_dict()
+    sd = model.state_dict()
+    for k, v in sd.items():
+        if not k.startswith(cls + ".") and (k not in ref or not torch.equal(v.detach().cpu().float(), ref[k].float())):
+            raise ValueError(f"tensor {k} is not {backbone}'s pretrained one (a fine-tuned backbone): "
+                             "save the whole model (backbone=None)")
+    return {k: v for k, v in sd.items() if k.startswith(cls + ".")}
+
+
 def save_model_folder(model: nn.Module, out_dir, label_names: Sequence[str] | None = None, metrics: dict | None = None,
                       train_config: dict | None = None, datasets=None, card_fields: dict | None = None,
-                      dtype: torch.dtype | None = None, results: dict | None = None) -> Path:
-    """Write a model folder. The ArtNet head, if any, is folded into a plain linear classifier first."""
+                      dtype: torch.dtype | None = None, results: dict | None = None, backbone: str | None = None) -> Path:
+    """Write a model folder. The ArtNet head, if any, is folded into a plain linear classifier first.
+
+    With ``backbone`` (a model whose backbone is exactly that pretrained model, e.g. a linear probe on
+    ``vit_base_patch16_clip_quickgelu_224.openai``) ``model.safetensors`` holds only the classifier and
+    ``config.json`` names the backbone (``artlens_backbone``): :func:`artlens.models.load_model` adds its
+    pretrained weights (offline package, else the Hub). Such a folder is small, but plain timm cannot load
+    it; ``artlens export <folder> <out>`` writes the whole model.
+    """
     from safetensors.torch import save_file
 
     from .cards import render_model_card
@@ -70,9 +91,12 @@ def save_model_folder(model: nn.Module, out_dir, label_names: Sequence[str] | No
     if label_names is not None:
         set_label_names(model, label_names)
     names = model_label_names(model)
+    pcfg = {k: v for k, v in model.pretrained_cfg.items() if k != "artlens_backbone"}
+    model.pretrained_cfg = dict(pcfg, artlens_backbone=backbone) if backbone else pcfg
     cfg = model_config(model, names)
+    state = _head_state(model, backbone) if backbone else model.state_dict()
     sd = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
-          for k, v in model.state_dict().items()}
+          for k, v in state.items()}
     tmp = out / "model.safetensors.tmp"
     save_file(sd, str(tmp), metadata={"format": "pt"})
     os.replace(tmp, out / "model.safetensors")
@@ -115,6 +139,11 @@ def push_to_hub(folder, repo_id: str, private: bool = False, token: str | None =
     folder = Path(folder)
     if repo_type == "model" and not (folder / "config.json").exists():
         raise FileNotFoundError(f"{folder} is not a model folder (no config.json); export or train one first")
+    if repo_type == "model":
+        backbone = (json.loads((folder / "config.json").read_text()).get("artlens") or {}).get("artlens_backbone")
+        if backbone:
+            raise ValueError(f"{folder} holds only a classifier for the pretrained {backbone}; timm on the Hub "
+                             f"needs the whole model: `artlens export {folder} <out> --fp16`, then push <out>")
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type)
     info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type=repo_type,

@@ -101,7 +101,10 @@ def load_model(
     Extra ``kwargs`` go to ``timm.create_model`` (``drop_rate``, ``img_size``...).
     """
     name = resolve_ref(ref, task)
-    if pretrained and offline_available(name):
+    backbone = _artlens_settings(name).get("artlens_backbone") if name.startswith("local-dir:") else None
+    if backbone:
+        model = _load_head_only(Path(name[len("local-dir:"):]), backbone, pretrained, **kwargs)
+    elif pretrained and offline_available(name):
         model = timm.create_model(name, pretrained=False, **kwargs)
         model.load_state_dict(offline_state_dict(name, timm.create_model(name).state_dict()))
         model.pretrained_cfg = dict(model.pretrained_cfg, source="offline-package")
@@ -129,6 +132,31 @@ def load_model(
     if label_names is not None:
         set_label_names(model, label_names)
     model.eval()
+    return model
+
+
+def _load_head_only(folder: Path, backbone: str, pretrained: bool, **kwargs) -> nn.Module:
+    """A folder whose ``model.safetensors`` holds only the classifier, trained on the frozen
+    pretrained ``backbone`` (``artlens_backbone`` in its config; see ``export.save_model_folder``)."""
+    from safetensors.torch import load_file
+
+    cfg = read_config(folder)
+    model = load_model(backbone, pretrained=pretrained, **kwargs)
+    model.reset_classifier(int(cfg["num_classes"]))
+    cls = _classifier_name(model)
+    want = {f"{cls}.{k}": v for k, v in model.get_classifier().state_dict().items()}
+    if pretrained:
+        head = load_file(str(folder / "model.safetensors"))
+        bad = sorted(set(head) ^ set(want)) + [k for k in head if k in want and head[k].shape != want[k].shape]
+        if bad:
+            raise ModelError(f"{folder}/model.safetensors should hold the classifier of {backbone} "
+                             f"({', '.join(want)}) for {cfg['num_classes']} classes; mismatched: {bad[:4]}")
+        model.load_state_dict({k: v.float() for k, v in head.items()}, strict=False)
+    pcfg = dict(model.pretrained_cfg)
+    pcfg.update(cfg.get("pretrained_cfg") or {})
+    pcfg.update(cfg.get("artlens") or {})
+    pcfg.update(label_names=list(cfg["label_names"]), num_classes=int(cfg["num_classes"]))
+    model.pretrained_cfg = pcfg
     return model
 
 

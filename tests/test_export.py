@@ -98,3 +98,42 @@ def test_push_calls_hub(folder, monkeypatch):
     assert calls == [("init", "t"), ("create", "me/styles3", True), ("upload", str(folder), "me/styles3")]
     with pytest.raises(FileNotFoundError):
         push_to_hub(folder.parent / "nothing", "me/x")
+
+
+def test_head_only_folder_round_trip(folder, data_dir, tmp_path):
+    """A linear probe saved with its pretrained backbone named: the classifier alone on disk, the same
+    predictions as the whole model, and `artlens export` turns it back into a folder plain timm loads."""
+    import timm
+    from safetensors import safe_open
+
+    from artlens.cli import main as cli_main
+
+    m = load_model(folder)
+    small = save_model_folder(m, tmp_path / "head", dtype=torch.float16, backbone="tf_efficientnet_lite0")
+    with safe_open(str(small / "model.safetensors"), "pt") as sf:
+        assert set(sf.keys()) == {"classifier.weight", "classifier.bias"}
+    assert (small / "model.safetensors").stat().st_size < 20_000
+    cfg = json.loads((small / "config.json").read_text())
+    assert cfg["artlens"]["artlens_backbone"] == "tf_efficientnet_lite0" and cfg["label_names"] == STYLES
+    assert "holds only the classifier" in (small / "README.md").read_text()
+
+    files = [str(f) for s in STYLES for f in list_images(data_dir / "paintings_styles10" / s)[30:33]]
+    full, head = Predictor(folder).predict(files), Predictor(small).predict(files)
+    assert [r["label"] for r in head] == [r["label"] for r in full]
+    assert max(abs(a["probs"][s] - b["probs"][s]) for a, b in zip(full, head) for s in STYLES) < 2e-3
+
+    with pytest.raises(ValueError, match="holds only a classifier"):
+        push_to_hub(small, "me/styles3")
+    assert cli_main(["export", str(small), str(tmp_path / "whole")]) == 0
+    whole = json.loads((tmp_path / "whole" / "config.json").read_text())
+    assert "artlens_backbone" not in (whole.get("artlens") or {})
+    x = torch.stack([eval_transform(m)(open_image(f)) for f in files])
+    with torch.no_grad():
+        a = timm.create_model(f"local-dir:{tmp_path / 'whole'}", pretrained=True).eval()(x)
+        b = load_model(small).eval()(x)
+    assert torch.allclose(a, b, atol=1e-4)
+
+    with torch.no_grad():
+        m.conv_stem.weight.add_(0.01)  # a fine-tuned backbone is not "the pretrained one"
+    with pytest.raises(ValueError, match="conv_stem.weight"):
+        save_model_folder(m, tmp_path / "bad", backbone="tf_efficientnet_lite0")
