@@ -17,7 +17,7 @@ from .data import data_config, eval_transform
 from .images import open_image
 from .models import load_model, label_names, resolve_ref
 
-__all__ = ["TTA_MODES", "TTA_VIEWS", "tta_views", "predict_probs", "Predictor"]
+__all__ = ["TTA_MODES", "TTA_VIEWS", "tta_views", "predict_probs", "Predictor", "predict_together"]
 
 TTA_MODES = ("none", "flip", "crops")
 TTA_VIEWS = {"none": 1, "flip": 2, "crops": 6}  # len(tta_views(img, mode, size))
@@ -47,14 +47,19 @@ def tta_views(img: Image.Image, mode: str | bool | None, size: int) -> list[Imag
 
 @torch.inference_mode()
 def predict_probs(model: nn.Module, images: Iterable, batch_size: int = 16, tta: str | bool | None = None,
-                  transform=None, progress: bool = False) -> np.ndarray:
-    """Softmax probabilities (N x C) for images (paths, PIL images, arrays...), opened with open_image."""
+                  transform=None, progress: bool = False, heads: Sequence[nn.Module] | None = None):
+    """Softmax probabilities (N x C) for images (paths, PIL images, arrays...), opened with open_image.
+
+    With ``heads`` (classifiers that take ``model``'s pooled features, e.g. of other probes on the same
+    frozen backbone) the backbone runs once per view and the result is a list of arrays, one per head.
+    """
     model.eval()
     transform = transform or eval_transform(model)
     size = int(data_config(model)["input_size"][-1])
     device = next(model.parameters()).device
     images = list(images)
-    out = []
+    fns = [model] if heads is None else list(heads)
+    outs = [[] for _ in fns]
     it = range(0, len(images), batch_size)
     if progress:
         from tqdm.auto import tqdm
@@ -66,12 +71,20 @@ def predict_probs(model: nn.Module, images: Iterable, batch_size: int = 16, tta:
             views = tta_views(open_image(src), tta, size)
             batch += [transform(v) for v in views]
             counts.append(len(views))
-        probs = model(torch.stack(batch).to(device)).float().softmax(-1).cpu().numpy()
-        i = 0
-        for c in counts:
-            out.append(probs[i:i + c].mean(0))
-            i += c
-    return np.stack(out) if out else np.zeros((0, model.num_classes), dtype=np.float32)
+        x = torch.stack(batch).to(device)
+        if heads is not None:
+            from .features import pooled_features
+
+            x = pooled_features(model, x)
+        for fn, out in zip(fns, outs):
+            probs = fn(x).float().softmax(-1).cpu().numpy()
+            i = 0
+            for c in counts:
+                out.append(probs[i:i + c].mean(0))
+                i += c
+    res = [np.stack(out) if out else np.zeros((0, getattr(fn, "out_features", None) or model.num_classes), dtype=np.float32)
+           for fn, out in zip(fns, outs)]
+    return res[0] if heads is None else res
 
 
 class Predictor:
@@ -100,7 +113,14 @@ class Predictor:
         """One dict per image: label, score, top_k, probs (and p_ai/threshold/verdict for origin models)."""
         if not isinstance(images, (list, tuple)):
             images = [images]
-        probs = self.probs(images)
+        return self.results(self.probs(images), top_k)
+
+    def backbone_key(self) -> tuple | None:
+        """Predictors with the same key run the same frozen backbone on the same views (see predict_together)."""
+        backbone = self.model.pretrained_cfg.get("artlens_backbone")
+        return (backbone, str(self.tta), repr(self.transform)) if backbone else None
+
+    def results(self, probs: np.ndarray, top_k: int = 5) -> list[dict]:
         k = max(1, min(top_k, len(self.labels)))
         results = []
         for p in probs:
@@ -119,6 +139,26 @@ class Predictor:
                           "label": verdict, "score": pp if verdict == self.positive else 1.0 - pp})
             results.append(r)
         return results
+
+
+def predict_together(predictors: Sequence[Predictor], images: Sequence, top_k: int = 5) -> list[list[dict]]:
+    """``[p.predict(images) for p in predictors]``, with one backbone pass for the predictors that share a
+    frozen backbone (classifier-only folders such as the embedded defaults: style and artist in one pass)."""
+    images = list(images) if isinstance(images, (list, tuple)) else [images]
+    out: list = [None] * len(predictors)
+    groups: dict = {}
+    for i, p in enumerate(predictors):
+        groups.setdefault(p.backbone_key() or ("own", i), []).append(i)
+    for idx in groups.values():
+        if len(idx) == 1:
+            out[idx[0]] = predictors[idx[0]].predict(images, top_k)
+            continue
+        lead = predictors[idx[0]]
+        probs = predict_probs(lead.model, images, lead.batch_size, lead.tta, lead.transform,
+                              heads=[predictors[i].model.get_classifier() for i in idx])
+        for i, pr in zip(idx, probs):
+            out[i] = predictors[i].results(pr, top_k)
+    return out
 
 
 def evaluate(predictor: Predictor, data, max_per_class: int | None = None, perturbation: tuple[str, float] | None = None,

@@ -164,3 +164,24 @@ def test_build_defaults_prepare_only_makes_the_data_folders(data_dir, tmp_path):
     ai = sorted((work / "data_origin" / "ai").glob("*.jpg"))[0]
     assert min(Image.open(ai).size) == 256  # AI brought to the human files' size
     assert not any(out.iterdir()) and not (work / "build_config.yaml").exists()  # nothing trained or shipped
+
+
+def test_style_and_artist_share_one_backbone_pass(predictors, data_dir, monkeypatch):
+    """predict_together (what the Space's /classify calls) gives the answers of separate predictions
+    with one backbone pass for the two classifiers of the same frozen CLIP tower."""
+    from artlens.predict import predict_together
+
+    files = [str(sorted((data_dir / "paintings_styles10" / s).glob("*.jpg"))[3]) for s in ("Baroque", "Symbolism")]
+    style, artist = predictors["style"], predictors["artist"]
+    assert style.backbone_key() == artist.backbone_key() is not None
+    alone = [style.predict(files), artist.predict(files)]
+    calls = []
+    for p in (style, artist):
+        forward = p.model.forward_features
+        monkeypatch.setattr(p.model, "forward_features", lambda x, f=forward: calls.append(len(x)) or f(x))
+    together = predict_together([style, artist], files)
+    assert calls == [len(files)]  # one batch through one backbone
+    for a, b in zip(alone, together):
+        assert [r["label"] for r in a] == [r["label"] for r in b]
+        for ra, rb in zip(a, b):
+            assert max(abs(ra["probs"][k] - rb["probs"][k]) for k in ra["probs"]) < 1e-5
