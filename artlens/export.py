@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .models import fold_head, label_names as model_label_names, set_label_names
+from .models import fold_head, label_names as model_label_names, read_config, set_label_names
 
 __all__ = ["save_model_folder", "push_to_hub", "model_config"]
 
@@ -140,7 +140,7 @@ def push_to_hub(folder, repo_id: str, private: bool = False, token: str | None =
     if repo_type == "model" and not (folder / "config.json").exists():
         raise FileNotFoundError(f"{folder} is not a model folder (no config.json); export or train one first")
     if repo_type == "model":
-        backbone = (json.loads((folder / "config.json").read_text()).get("artlens") or {}).get("artlens_backbone")
+        backbone = (read_config(folder).get("artlens") or {}).get("artlens_backbone")
         if backbone:
             raise ValueError(f"{folder} holds only a classifier for the pretrained {backbone}; timm on the Hub "
                              f"needs the whole model: `artlens export {folder} <out> --fp16`, then push <out>")
