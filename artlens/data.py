@@ -25,7 +25,7 @@ __all__ = [
     "DataError", "data_config", "eval_transform", "train_transform", "AUGMENTATIONS",
     "load_data", "group_from_filename", "load_label_map", "apply_label_map", "compose_labels",
     "cap_per_class", "class_weights", "split_data", "save_split", "load_split", "TorchDataset",
-    "five_crops", "jpeg_reencode", "load_labelled_folders", "PERTURBATIONS", "parse_perturbations", "perturb",
+    "five_crops", "jpeg_reencode", "canonical_image", "load_labelled_folders", "PERTURBATIONS", "parse_perturbations", "perturb",
 ]
 
 
@@ -54,6 +54,20 @@ def jpeg_reencode(img: Image.Image, quality: int) -> Image.Image:
     img.save(buf, format="JPEG", quality=int(quality))
     buf.seek(0)
     return Image.open(buf).convert("RGB")
+
+
+def canonical_image(img: Image.Image, size: int = 224, quality: int = 90) -> Image.Image:
+    """The shorter side brought to ``size`` px (aspect kept), then one JPEG round trip at ``quality``.
+
+    What the human-or-AI detector sees of every image, in training, in measurement and in prediction:
+    sources that differ in native resolution and encoding history (256 px paintings, 512 px AI tiles,
+    PNG uploads) all reach the model's preprocessing in one form, so neither size nor encoding can be
+    what it learns.
+    """
+    s = size / min(img.size)
+    if abs(s - 1.0) > 1e-6:
+        img = img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))), Image.BICUBIC)
+    return jpeg_reencode(img, quality)
 
 
 class _RandomRescaleJpeg:

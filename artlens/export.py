@@ -57,10 +57,15 @@ def _atomic_json(path: Path, obj) -> None:
 
 def _head_state(model: nn.Module, backbone: str) -> dict:
     """The classifier's tensors, after checking that every other tensor is ``backbone``'s pretrained one."""
-    from .models import _classifier_name, load_model
+    from .models import BlockTokens, _classifier_name, load_model
 
-    cls = _classifier_name(model)
     ref = load_model(backbone).state_dict()
+    if isinstance(model, BlockTokens):
+        for k, v in model.backbone.state_dict().items():
+            if k not in ref or not torch.equal(v.detach().cpu().float(), ref[k].float()):
+                raise ValueError(f"tensor backbone.{k} is not {backbone}'s pretrained one")
+        return model.head_state()
+    cls = _classifier_name(model)
     sd = model.state_dict()
     for k, v in sd.items():
         if not k.startswith(cls + ".") and (k not in ref or not torch.equal(v.detach().cpu().float(), ref[k].float())):

@@ -14,7 +14,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageError", "open_image", "IMAGE_EXTENSIONS", "list_images"]
+__all__ = ["ImageError", "open_image", "IMAGE_EXTENSIONS", "list_images", "judge_problem"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -30,6 +30,28 @@ ImageLike = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
 class ImageError(ValueError):
     """A user-supplied image cannot be used; the message says why and what to do."""
+
+
+# below these an image holds too little to say who made it (a 1x1 pixel, a single colour)
+MIN_JUDGE_SIDE = 32
+MIN_JUDGE_STD = 2.0
+
+
+def judge_problem(img: Image.Image) -> str | None:
+    """Why ``img`` cannot be judged human- or AI-made, or None: too small, or one flat colour."""
+    w, h = img.size
+    if min(w, h) < MIN_JUDGE_SIDE:
+        return (f"too small to judge ({w}x{h} px): the detector needs at least {MIN_JUDGE_SIDE} px on the "
+                "shorter side; upload the picture at a larger size")
+    small = img.convert("RGB")
+    if max(w, h) > 256:
+        small = small.copy()
+        small.thumbnail((256, 256))
+    std = float(np.asarray(small, dtype=np.float32).reshape(-1, 3).std(0).max())
+    if std < MIN_JUDGE_STD:
+        return ("a single flat colour (no detail or texture to judge: pixel spread "
+                f"{std:.1f} of 255); upload the picture itself")
+    return None
 
 
 def _fit(img: Image.Image, max_side: int | None) -> Image.Image:

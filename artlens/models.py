@@ -142,9 +142,16 @@ def _load_head_only(folder: Path, backbone: str, pretrained: bool, **kwargs) -> 
 
     cfg = read_config(folder)
     model = load_model(backbone, pretrained=pretrained, **kwargs)
-    model.reset_classifier(int(cfg["num_classes"]))
-    cls = _classifier_name(model)
-    want = {f"{cls}.{k}": v for k, v in model.get_classifier().state_dict().items()}
+    settings = cfg.get("artlens") or {}
+    if settings.get("artlens_blocks"):
+        model = BlockTokens(model, settings["artlens_blocks"], settings.get("artlens_tokens", TOKENS),
+                            int(cfg["num_classes"]), len(settings.get("artlens_generators") or []),
+                            bf16=settings.get("artlens_bf16", True))
+        want = model.head_state()
+    else:
+        model.reset_classifier(int(cfg["num_classes"]))
+        cls = _classifier_name(model)
+        want = {f"{cls}.{k}": v for k, v in model.get_classifier().state_dict().items()}
     if pretrained:
         head = load_file(str(folder / "model.safetensors"))
         bad = sorted(set(head) ^ set(want)) + [k for k in head if k in want and head[k].shape != want[k].shape]
@@ -301,6 +308,79 @@ class Tail(nn.Module):
         m = self.model
         x = m.blocks[self.stop:](x.float())
         return m.forward_head(m.bn2(m.conv_head(x)))
+
+
+TOKENS = ("cls", "mean")  # what block_tokens returns per block, in this order
+
+
+def block_tokens(model: nn.Module, x: torch.Tensor, blocks: Sequence[int]) -> torch.Tensor:
+    """``(B, len(blocks), 2, D)``: the class token and the mean patch token after each of ``blocks`` of a
+    timm ViT (the last block through the final norm, as ``forward_features``; the others as they leave
+    the block). The blocks after the deepest one asked for are not run."""
+    blocks = sorted({int(b) % len(model.blocks) for b in blocks})
+    n_prefix = getattr(model, "num_prefix_tokens", 1)
+    x = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(x))))
+    out, last = [], len(model.blocks) - 1
+    for i, blk in enumerate(model.blocks[: blocks[-1] + 1]):
+        x = blk(x)
+        if i in blocks:
+            t = model.norm(x) if i == last else x
+            out.append(torch.stack([t[:, 0], t[:, n_prefix:].mean(1)], 1))
+    return torch.stack(out, 1)
+
+
+class BlockTokens(nn.Module):
+    """A frozen timm ViT read at several blocks, with linear heads on what it reads.
+
+    The features are the tokens of :func:`block_tokens` (``tokens``: ``cls`` and/or ``mean``) of
+    ``blocks``, concatenated, computed under bfloat16 autocast (``bf16``; the detector's features were
+    cached that way, :func:`artlens.features.image_tokens`). ``head`` gives the classes; an optional
+    ``generator_head`` on the same features names the generator of an AI image. It behaves like a timm
+    classifier where artlens needs one (``forward_features``/``forward_head``/``get_classifier``,
+    ``pretrained_cfg``, ``num_classes``), so prediction, explanations and folders work unchanged.
+    """
+
+    def __init__(self, backbone: nn.Module, blocks: Sequence[int], tokens: Sequence[str] = TOKENS,
+                 num_classes: int = 2, num_generators: int = 0, bf16: bool = True):
+        super().__init__()
+        bad = [t for t in tokens if t not in TOKENS]
+        if bad or not tokens:
+            raise ModelError(f"tokens {list(tokens)}: choose from {', '.join(TOKENS)}")
+        n = len(backbone.blocks)
+        if not blocks or any(not -n <= int(b) < n for b in blocks):
+            raise ModelError(f"blocks {list(blocks)}: {type(backbone).__name__} has blocks 0-{n - 1}")
+        self.backbone = backbone
+        self.blocks = sorted({int(b) % n for b in blocks})
+        self.tokens = [str(t) for t in tokens]
+        self.bf16 = bool(bf16)
+        self.num_features = len(self.blocks) * len(self.tokens) * backbone.num_features
+        self.num_classes = int(num_classes)
+        self.head = nn.Linear(self.num_features, self.num_classes)
+        self.generator_head = nn.Linear(self.num_features, num_generators) if num_generators else None
+        self.pretrained_cfg = dict(backbone.pretrained_cfg, classifier="head", num_classes=self.num_classes)
+        self.default_cfg = self.pretrained_cfg
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            t = block_tokens(self.backbone, x, self.blocks)
+        return t[:, :, [TOKENS.index(k) for k in self.tokens]].float().flatten(1)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = int(num_classes)
+        self.head = nn.Linear(self.num_features, self.num_classes)
+
+    def head_state(self) -> dict:
+        """The tensors a classifier-only folder holds (``head.*``, ``generator_head.*``)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("backbone.")}
 
 
 def count_trainable(model: nn.Module) -> int:

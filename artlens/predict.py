@@ -13,9 +13,9 @@ import torch
 from PIL import Image, ImageOps
 from torch import nn
 
-from .data import data_config, eval_transform
-from .images import open_image
-from .models import load_model, label_names, resolve_ref
+from .data import canonical_image, data_config, eval_transform
+from .images import ImageError, judge_problem, open_image
+from .models import BlockTokens, load_model, label_names, resolve_ref
 
 __all__ = ["TTA_MODES", "TTA_VIEWS", "tta_views", "predict_probs", "Predictor", "predict_together"]
 
@@ -101,29 +101,57 @@ class Predictor:
         self.tta = tta if tta is not None else cfg.get("artlens_tta", "none")
         self.threshold = cfg.get("artlens_threshold")
         self.positive = cfg.get("artlens_positive", "ai" if "ai" in self.labels else None)
+        # origin models of artlens.detect: the undecided band, the one form every image is brought to
+        # first, and the which-generator head
+        self.band = cfg.get("artlens_band")
+        self.canonical = cfg.get("artlens_canonical")
+        self.generators = list(cfg.get("artlens_generators") or [])
+        self.generator_min = float(cfg.get("artlens_generator_min") or 0.0)
         self.batch_size = batch_size
         folder = self.ref[len("local-dir:"):] if self.ref.startswith("local-dir:") else None
         readme = Path(folder) / "README.md" if folder else None
         self.card = readme.read_text(encoding="utf-8") if readme and readme.exists() else ""
 
-    def probs(self, images: Sequence) -> np.ndarray:
+    def prepare(self, src):
+        """The image as this model judges it: opened, and for models that store a canonical form (the
+        detector) checked for something to judge (:func:`artlens.images.judge_problem`, else ImageError)
+        and brought to that size and encoding."""
+        img = open_image(src)
+        if not self.canonical:
+            return img
+        problem = judge_problem(img)
+        if problem:
+            name = src if isinstance(src, (str, os.PathLike)) else "this image"
+            raise ImageError(f"{name}: {problem}")
+        return canonical_image(img, *self.canonical)
+
+    def probs(self, images: Sequence):
+        """Class probabilities (N x C); with a which-generator head, ``(probs, generator_probs)``."""
+        if self.canonical:
+            images = [self.prepare(im) for im in images]
+        if self.generators and getattr(self.model, "generator_head", None) is not None:
+            return tuple(predict_probs(self.model, images, self.batch_size, self.tta, self.transform,
+                                       heads=[self.model.head, self.model.generator_head]))
         return predict_probs(self.model, images, self.batch_size, self.tta, self.transform)
 
     def predict(self, images: Sequence, top_k: int = 5) -> list[dict]:
         """One dict per image: label, score, top_k, probs (and p_ai/threshold/verdict for origin models)."""
         if not isinstance(images, (list, tuple)):
             images = [images]
-        return self.results(self.probs(images), top_k)
+        out = self.probs(images)
+        return self.results(*out, top_k=top_k) if isinstance(out, tuple) else self.results(out, top_k)
 
     def backbone_key(self) -> tuple | None:
         """Predictors with the same key run the same frozen backbone on the same views (see predict_together)."""
         backbone = self.model.pretrained_cfg.get("artlens_backbone")
-        return (backbone, str(self.tta), repr(self.transform)) if backbone else None
+        if not backbone or isinstance(self.model, BlockTokens) or self.canonical:
+            return None
+        return (backbone, str(self.tta), repr(self.transform))
 
-    def results(self, probs: np.ndarray, top_k: int = 5) -> list[dict]:
+    def results(self, probs: np.ndarray, generator_probs: np.ndarray | None = None, top_k: int = 5) -> list[dict]:
         k = max(1, min(top_k, len(self.labels)))
         results = []
-        for p in probs:
+        for n, p in enumerate(probs):
             order = np.argsort(-p)[:k]
             r = {
                 "label": self.labels[order[0]],
@@ -137,6 +165,19 @@ class Predictor:
                 verdict = self.positive if pp >= self.threshold else other
                 r.update({"p_" + self.positive: pp, "threshold": float(self.threshold), "verdict": verdict,
                           "label": verdict, "score": pp if verdict == self.positive else 1.0 - pp})
+                if self.band:
+                    # three verdicts: firm ones only outside the band (each wrong at most the rate it was
+                    # chosen for); `label` stays the two-way answer at the threshold
+                    lo, hi = (float(b) for b in self.band)
+                    r["band"] = [lo, hi]
+                    r["verdict"] = self.positive if pp >= hi else other if pp < lo else "undecided"
+            if generator_probs is not None:
+                g = generator_probs[n]
+                top = int(np.argmax(g))
+                r["generator_scores"] = {name: float(v) for name, v in zip(self.generators, g)}
+                r["generator"] = (None if r.get("verdict") == "human" else
+                                  self.generators[top] if g[top] >= self.generator_min else "unknown")
+                r["generator_min"] = self.generator_min
             results.append(r)
         return results
 
@@ -157,7 +198,7 @@ def predict_together(predictors: Sequence[Predictor], images: Sequence, top_k: i
         probs = predict_probs(lead.model, images, lead.batch_size, lead.tta, lead.transform,
                               heads=[predictors[i].model.get_classifier() for i in idx])
         for i, pr in zip(idx, probs):
-            out[i] = predictors[i].results(pr, top_k)
+            out[i] = predictors[i].results(pr, top_k=top_k)
     return out
 
 
