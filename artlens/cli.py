@@ -58,6 +58,10 @@ def cmd_predict(args) -> int:
                 print(f"{f}\tERROR\t{r['error']}", flush=True)
             else:
                 extra = f"\tp_ai={r['p_ai']:.3f} (threshold {r['threshold']:.3f})" if "p_ai" in r else ""
+                if "band" in r:
+                    extra += f"\tverdict={r['verdict']} (undecided in {r['band'][0]:.2g}-{r['band'][1]:.3f})"
+                if r.get("generator"):
+                    extra += f"\tgenerator={r['generator']}"
                 tops = ", ".join(f"{t['label']} {t['score']:.3f}" for t in r["top_k"])
                 print(f"{f}\t{r['label']}\t{r['score']:.3f}{extra}\t[{tops}]", flush=True)
     return status

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .models import fold_head, label_names as model_label_names, read_config, set_label_names
+from .models import BlockTokens, ModelError, fold_head, label_names as model_label_names, read_config, set_label_names
 
 __all__ = ["save_model_folder", "push_to_hub", "model_config"]
 
@@ -57,7 +57,7 @@ def _atomic_json(path: Path, obj) -> None:
 
 def _head_state(model: nn.Module, backbone: str) -> dict:
     """The classifier's tensors, after checking that every other tensor is ``backbone``'s pretrained one."""
-    from .models import BlockTokens, _classifier_name, load_model
+    from .models import _classifier_name, load_model
 
     ref = load_model(backbone).state_dict()
     if isinstance(model, BlockTokens):
@@ -90,6 +90,10 @@ def save_model_folder(model: nn.Module, out_dir, label_names: Sequence[str] | No
     from .cards import render_model_card
     from .metrics import save_metrics
 
+    if isinstance(model, BlockTokens) and not backbone:
+        raise ModelError("this model reads several blocks of its ViT (artlens.models.BlockTokens, the origin "
+                         "detector): no plain timm architecture holds it, so it cannot be exported whole; its "
+                         "folder (heads + backbone name) loads with artlens.models.load_model and artlens predict")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model = fold_head(model).eval()

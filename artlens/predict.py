@@ -139,7 +139,9 @@ class Predictor:
         if not isinstance(images, (list, tuple)):
             images = [images]
         out = self.probs(images)
-        return self.results(*out, top_k=top_k) if isinstance(out, tuple) else self.results(out, top_k)
+        if isinstance(out, tuple):
+            return self.results(out[0], top_k, generator_probs=out[1])
+        return self.results(out, top_k)
 
     def backbone_key(self) -> tuple | None:
         """Predictors with the same key run the same frozen backbone on the same views (see predict_together)."""
@@ -148,7 +150,7 @@ class Predictor:
             return None
         return (backbone, str(self.tta), repr(self.transform))
 
-    def results(self, probs: np.ndarray, generator_probs: np.ndarray | None = None, top_k: int = 5) -> list[dict]:
+    def results(self, probs: np.ndarray, top_k: int = 5, generator_probs: np.ndarray | None = None) -> list[dict]:
         k = max(1, min(top_k, len(self.labels)))
         results = []
         for n, p in enumerate(probs):
@@ -198,7 +200,7 @@ def predict_together(predictors: Sequence[Predictor], images: Sequence, top_k: i
         probs = predict_probs(lead.model, images, lead.batch_size, lead.tta, lead.transform,
                               heads=[predictors[i].model.get_classifier() for i in idx])
         for i, pr in zip(idx, probs):
-            out[i] = predictors[i].results(pr, top_k=top_k)
+            out[i] = predictors[i].results(pr, top_k)
     return out
 
 

@@ -44,7 +44,9 @@ def test_folders_are_complete_fp16_and_small():
 
         with safe_open(str(folder / "model.safetensors"), "pt") as sf:
             dtypes = {sf.get_slice(k).get_dtype() for k in sf.keys()}
-        assert "F16" in dtypes and "F32" not in dtypes, f"{name}: expected fp16 weights, found {dtypes}"
+        # the detector's heads read raw block tokens whose scales differ by orders of magnitude: fp32
+        want = {"F32"} if name == "origin" else {"F16"}
+        assert dtypes == want, f"{name}: expected {want} weights, found {dtypes}"
         card = (folder / "README.md").read_text()
         assert "Limitations" in card and "Held-out" in card, f"{name}: the card must state measured numbers and limits"
         total += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
@@ -68,6 +70,10 @@ def test_folders_match_their_recipes():
         for k, v in recipe.items():
             if k not in ("data", "output_dir"):
                 assert built.get(k) == v, f"{name}: recipe {k}={v!r}, shipped folder built with {built.get(k)!r}: run `make defaults`"
+        if name == "origin":
+            cfg = load_model("origin").pretrained_cfg
+            assert cfg["artlens_blocks"] == recipe["blocks"] and cfg["artlens_tokens"] == recipe["tokens"]
+            assert cfg["artlens_canonical"] == [recipe["canonical_size"], recipe["canonical_quality"]]
         want = recipe.get("predict_tta") or recipe.get("tta", "none")
         assert Predictor(name, task=name).tta == want
 
@@ -82,7 +88,7 @@ def test_shipped_classifiers_export_to_whole_timm_folders(tmp_path):
     from artlens.cli import main as cli_main
 
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    for name in NAMES:
+    for name in ("style", "artist"):
         recipe = yaml.safe_load((DEFAULTS_DIR.parents[1] / "trainers" / "configs" / f"default_{name}.yaml").read_text())
         cfg = json.loads((DEFAULTS_DIR / name / "config.json").read_text())
         assert cfg["artlens"]["artlens_backbone"] == recipe["model"]
@@ -97,25 +103,19 @@ def test_shipped_classifiers_export_to_whole_timm_folders(tmp_path):
             a, b = ours(x), plain(x)
         assert torch.allclose(a, b, atol=1e-4), f"{name}: timm and artlens loads disagree"
         shutil.rmtree(tmp_path / name)  # 344 MB each
+    # the detector reads several blocks (artlens.models.BlockTokens): no plain timm architecture holds it
+    with safe_open(str(DEFAULTS_DIR / "origin" / "model.safetensors"), "pt") as sf:
+        assert set(sf.keys()) == {"head.weight", "head.bias", "generator_head.weight", "generator_head.bias"}
+    assert cli_main(["export", "origin", str(tmp_path / "origin")]) == 2
 
 
-def test_origin_has_a_validation_threshold_and_reports_a_verdict(predictors, data_dir):
+def test_origin_has_a_validation_threshold_and_reports_a_verdict(predictors):
     cfg = load_model("origin").pretrained_cfg
     assert cfg["artlens_positive"] == "ai"
     assert 0.0 < float(cfg["artlens_threshold"]) < 1.0
     card = (DEFAULTS_DIR / "origin" / "README.md").read_text()
     assert f"{float(cfg['artlens_threshold']):.3f}" in card
-    held = _held_out("origin")
-    ai = _spread(sorted(f for f in (data_dir / "ai_sd15_styles15").glob("*/*.jpg") if f.name in held), 10)
-    human = _spread(sorted(f for f in (data_dir / "paintings_artists50").glob("*/*.jpg") if f.name in held), 10)
-    assert len(ai) == 10 and len(human) == 10
-    res = predictors["origin"].predict([str(f) for f in ai + human])
-    for r in res:
-        assert r["label"] == r["verdict"] == ("ai" if r["p_ai"] >= r["threshold"] else "human")
-    truth = ["ai"] * 10 + ["human"] * 10
-    correct = sum(r["label"] == t for r, t in zip(res, truth))
-    # held-out artists, original 512 px AI files (the model trained on 256 px copies)
-    assert correct >= 14, f"origin: only {correct}/20 held-out images right: {[r['label'] for r in res]}"
+    # the verdicts on held-out images are tested in tests/test_detect.py
 
 
 def test_style_predictions_on_real_paintings(predictors, data_dir):
@@ -147,7 +147,6 @@ def test_artist_predictions_on_held_out_paintings(predictors, data_dir):
 
 
 def test_build_defaults_prepare_only_makes_the_data_folders(data_dir, tmp_path):
-    from PIL import Image
 
     from tests.conftest import load_script
 
@@ -157,12 +156,13 @@ def test_build_defaults_prepare_only_makes_the_data_folders(data_dir, tmp_path):
                                  "--prepare-only"]))
     assert set(got) == {"style", "artist", "origin"}
     count = lambda d: {p.name: len(list(p.glob("*.jpg"))) for p in d.iterdir()}  # noqa: E731
-    style, artist, origin = count(work / "data_style"), count(work / "data_artist"), count(work / "data_origin")
+    style, artist = count(work / "data_style"), count(work / "data_artist")
     assert sorted(style) == sorted(p.name for p in (data_dir / "paintings_styles10").iterdir() if p.is_dir())
     assert sum(style.values()) == 2776 and len(artist) == 50 and sum(artist.values()) == 3400
-    assert origin == {"human": 3400, "ai": 668}
-    ai = sorted((work / "data_origin" / "ai").glob("*.jpg"))[0]
-    assert min(Image.open(ai).size) == 256  # AI brought to the human files' size
+    table = (work / "data_origin.tsv").read_text().splitlines()
+    assert table[0].split("\t") == ["path", "origin", "source", "group"] and len(table) == 1 + 7798
+    first = table[1].split("\t")
+    assert (data_dir / first[0]).is_file() and first[1] in ("human", "ai")
     assert not any(out.iterdir()) and not (work / "build_config.yaml").exists()  # nothing trained or shipped
 
 
