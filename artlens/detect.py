@@ -392,3 +392,29 @@ def measure_and_fit(X: np.ndarray, rows: Sequence[OriginImage], C: float = 0.1, 
     out["generator_head"] = fit_generator(X, rows, train, gens, C)
     out["num_train"] = len(train)
     return out
+
+
+def trust_note(evaluation: dict) -> str:
+    """Markdown lines for "when not to trust it": what the detector has seen and the measured rates of its
+    recipe on generators and painters left out of training (``evaluation.json`` of an origin folder)."""
+    name = lambda s: GENERATOR_NAMES.get(s, {"best_artworks": "Best Artworks (WikiArt via Kaggle)",  # noqa: E731
+                                             "wikiart": "WikiArt"}.get(s, s))
+    logo = [r for r in evaluation.get("logo", []) if r["source"] != "sd15"]
+    if not logo:
+        return ""
+    ai = [r for r in logo if r["origin"] == "ai"]
+    human = [r for r in logo if r["origin"] == "human"]
+    lines = [f"- It has seen images of {', '.join(name(r['source']) for r in ai)}, and digitised paintings from "
+             f"{' and '.join(name(r['source']) for r in human)}. Nothing else.",
+             "- Left out of training, each generator was still called AI for: "
+             + ", ".join(f"{name(r['source'])} {r['ai']:.0%}" for r in ai)
+             + ". A generator it has never seen may be missed (answered *undecided* or *human-made*).",
+             "- Paintings by painters it never saw were called AI: "
+             + ", ".join(f"{name(r['source'])} {r['ai']:.1%}" for r in human)
+             + " (and *undecided* for " + ", ".join(f"{r['undecided']:.0%}" for r in human) + ")."]
+    hard = [r for r in evaluation.get("sources", []) if r["origin"] == "human" and r["fold"] == f"without {r['source']}"]
+    if hard:
+        lines.append("- A whole source of paintings it never saw fares worse: "
+                     + ", ".join(f"{name(r['source'])} {r['ai']:.0%} called AI" for r in hard)
+                     + ". Paintings of other traditions, photos of paintings and scans were not measured.")
+    return "\n".join(lines)

@@ -435,20 +435,16 @@ def origin_robustness(folder: Path, rows, test: list[int], max_per_origin: int =
     return out, len(pick)
 
 
-def build_origin(args, data: Path, work: Path, out_dir: Path) -> dict:
-    """Measure the detector's recipe (leave one generator out) and ship the detector trained on everything."""
-    import numpy as np
-    import torch
+def measure_origin(configs_dir: str | Path, data: Path, holdout: bool = True):
+    """The detector's recipe on the shared data: ``(recipe, rows, X, backbone, res)`` with ``res`` from
+    :func:`artlens.detect.measure_and_fit` (leave-one-generator-out tables and the fitted heads)."""
     import yaml
 
     from artlens import detect
-    from artlens.export import save_model_folder
     from artlens.features import image_tokens
-    from artlens.metrics import compute_metrics
-    from artlens.models import BlockTokens, load_model
+    from artlens.models import load_model
 
-    recipe = yaml.safe_load((Path(args.configs_dir) / "default_origin.yaml").read_text())
-    prepare_origin(data, work)
+    recipe = yaml.safe_load((Path(configs_dir) / "default_origin.yaml").read_text())
     rows = detect.origin_images(data)
     backbone = load_model(recipe["model"])
     canon = (int(recipe["canonical_size"]), int(recipe["canonical_quality"]))
@@ -458,7 +454,22 @@ def build_origin(args, data: Path, work: Path, out_dir: Path) -> dict:
     print(f"[origin] tokens of {len(rows)} images in {time.time() - t0:.0f} s", flush=True)
     res = detect.measure_and_fit(X, rows, C=float(recipe["C"]), max_error=float(recipe["max_error"]),
                                  test_fraction=float(recipe["test_fraction"]), seed=int(recipe["seed"]),
-                                 holdout=str(args.holdout).lower() == "true")
+                                 holdout=holdout)
+    return recipe, rows, X, backbone, res
+
+
+def build_origin(args, data: Path, work: Path, out_dir: Path) -> dict:
+    """Measure the detector's recipe (leave one generator out) and ship the detector trained on everything."""
+    import torch
+
+    from artlens import detect
+    from artlens.export import save_model_folder
+    from artlens.metrics import compute_metrics
+    from artlens.models import BlockTokens
+
+    prepare_origin(data, work)
+    recipe, rows, X, backbone, res = measure_origin(args.configs_dir, data, str(args.holdout).lower() == "true")
+    canon = (int(recipe["canonical_size"]), int(recipe["canonical_quality"]))
     model = BlockTokens(backbone, recipe["blocks"], recipe["tokens"], 2, len(detect.GENERATORS))
     with torch.no_grad():
         for layer, (w, b) in ((model.head, res["head"]), (model.generator_head, res["generator_head"])):

@@ -207,3 +207,25 @@ def test_client_lime_does_not_block_classification(space_url, paintings):
     # gr.Progress reached the client: growing fractions with the LIME description
     fractions = [f for f, _ in progress]
     assert fractions and fractions == sorted(fractions) and all("LIME" in (d or "") for _, d in progress)
+
+
+def test_detect_with_the_shipped_detector_says_three_verdicts_and_refuses_flat_images(data_dir, tmp_path):
+    """The embedded origin model through the /detect handler: the verdict in words with the band and the
+    generator, and an untestable upload (one flat colour) refused with the reason."""
+    from artlens.predict import Predictor
+
+    preds = {"origin": Predictor("origin", task="origin")}
+    ai = sorted((data_dir / "ai_flux1dev").glob("*/*.jpg"))[3]
+    probs, text = app.detect(preds, str(ai))
+    assert set(probs) == {"human", "ai"} and "### Verdict: AI-generated" in text and "Generator:" in text
+    painting = sorted((data_dir / "wikiart_styles11" / "Rococo").glob("*.jpg"))[0]
+    _, text = app.detect(preds, str(painting))
+    assert "### Verdict: human-made" in text or "### Verdict: undecided" in text
+    flat = tmp_path / "flat.png"
+    Image.new("RGB", (400, 300), (90, 90, 200)).save(flat)
+    with pytest.raises(gr.Error, match="flat colour"):
+        app.detect(preds, str(flat))
+    band = {"p_ai": 0.3, "threshold": 0.2, "band": [0.1, 0.6], "verdict": "undecided", "generator": "unknown",
+            "generator_scores": {"dalle2": 0.6, "flux1_dev": 0.4}}
+    text = app.verdict_text(band)
+    assert "Verdict: undecided" in text and "10%" in text and "60%" in text and "unknown" in text and "DALL-E 2" in text
