@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from .data import DataError, group_from_filename
+from .models import TOKENS
 
 __all__ = ["OriginImage", "origin_images", "HUMAN_SOURCES", "GENERATORS", "token_matrix", "fit_linear",
            "logo_folds", "out_of_fold", "choose_band", "verdicts", "band_rates", "generator_threshold"]
@@ -106,8 +107,6 @@ def origin_images(data: str | Path) -> list[OriginImage]:
 def token_matrix(tokens: np.ndarray, blocks: Sequence[int], kinds: Sequence[str] = ("cls", "mean")) -> np.ndarray:
     """``(N, F)`` float32 from :func:`artlens.features.image_tokens`' ``(N, blocks, 2, D)``: the ``kinds`` of
     ``blocks``, block-major, in the order :class:`artlens.models.BlockTokens` concatenates them."""
-    from .models import TOKENS
-
     n = tokens.shape[1]
     b = sorted({int(i) % n for i in blocks})
     return np.ascontiguousarray(tokens[:, b][:, :, [TOKENS.index(k) for k in kinds]].reshape(len(tokens), -1),

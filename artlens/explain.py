@@ -27,7 +27,7 @@ from torch import nn
 
 from .data import eval_transform
 from .images import open_image
-from .models import label_names
+from .models import BlockTokens, label_names
 
 __all__ = [
     "METHODS", "CAM_METHODS", "ExplainError", "Explanation", "explain", "explain_batch", "overlay",
@@ -206,6 +206,8 @@ def default_layer(model: nn.Module) -> str:
     """
     if _is_vit_like(model):
         return f"blocks.{len(model.blocks) - 1}.norm1"
+    if isinstance(model, BlockTokens):  # the detector: the deepest block it reads, as for a ViT
+        return f"backbone.blocks.{model.blocks[-1]}.norm1"
     names = layer_names(model)
     if names and _has(model, names[-1]):
         return names[-1]
@@ -262,6 +264,10 @@ def _cam(model: nn.Module, method: str, layer: str, input_hw):
     flags = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in flags:
         p.requires_grad_(False)
+    # pytorch-grad-cam reads activations and gradients as numpy arrays, which have no bfloat16
+    bf16 = getattr(model, "bf16", None)
+    if bf16:
+        model.bf16 = False
     leaf = module.register_forward_hook(
         lambda mod, inp, out: out.detach().requires_grad_(True) if torch.is_tensor(out) and out.is_floating_point() else None)
     cam = None
@@ -275,6 +281,8 @@ def _cam(model: nn.Module, method: str, layer: str, input_hw):
             cam.activations_and_grads.release()
         for p, f in flags:
             p.requires_grad_(f)
+        if bf16:
+            model.bf16 = bf16
         model.train(was_training)
 
 

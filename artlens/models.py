@@ -353,6 +353,7 @@ class BlockTokens(nn.Module):
         self.blocks = sorted({int(b) % n for b in blocks})
         self.tokens = [str(t) for t in tokens]
         self.bf16 = bool(bf16)
+        self.num_prefix_tokens = int(getattr(backbone, "num_prefix_tokens", 1))
         self.num_features = len(self.blocks) * len(self.tokens) * backbone.num_features
         self.num_classes = int(num_classes)
         self.head = nn.Linear(self.num_features, self.num_classes)

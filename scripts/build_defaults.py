@@ -24,14 +24,16 @@ features of the three data folders (about 0.25 s an image on 2 CPU cores, 40-50 
   (3,400 distinct paintings), same recipe; the shipped model is trained on a stratified random 97%
   (3% kept for the tests); its card's numbers come from the same recipe trained on 85% and measured
   on the other 15% (clean and perturbed).
-- origin: human vs AI, same recipe. Human = ``paintings_styles10`` + ``paintings_artists50``
-  (duplicates removed), AI = ``ai_sd15_styles15`` brought to the human images' size and encoding
-  (256 px, JPEG q90) so that resolution and encoding history are not a shortcut. Artist-disjoint
-  split (5% of the artists kept for the tests, 15% for validation); the threshold on p(ai) is chosen on
-  the validation artists. Its card's numbers come from the same recipe with 20% of the artists held
-  out, tested on the original 512 px AI files and on human paintings upscaled to 1024 px, JPEG re-encoded.
+- origin: human vs AI and which generator (``artlens.detect``, ``trainers/configs/default_origin.yaml``):
+  every human painting (Best Artworks sets, WikiArt) and AI image (two SD 1.5 checkpoints, FLUX.1-dev,
+  DALL-E 2) of the shared data, each brought to 224 px and JPEG q90 first; linear heads on the class
+  tokens of all 12 blocks of the same CLIP tower (tokens cached per image: about 20 minutes once).
+  Measured by leaving one generator out (and a quarter of the painters of each human source) per fold;
+  those out-of-fold scores choose the undecided band. ``--holdout true`` adds the harder folds (a whole
+  human source, the whole SD 1.5 family left out). The shipped heads learn from all but 5% of the groups
+  of every source (kept for the tests, ``split.json``).
 
-Every shipped model is measured like this (``HOLDOUTS``, ``--holdout true``): training on everything
+style and artist are measured like this (``HOLDOUTS``, ``--holdout true``): training on everything
 but a few test images gives the shipped model 14-25% more images to learn from than the runs that
 measure it.
 """
@@ -231,9 +233,20 @@ def measure(run_dir: Path, data: Path, name: str, args) -> dict:
     return res
 
 
+def perturbed(images: list, ops: list) -> list:
+    """Each image with the (kind, value) operations of artlens.data.perturb applied in turn."""
+    from artlens.data import perturb
+
+    out = []
+    for img in images:
+        for kind, value in ops:
+            img = perturb(img, kind, value)
+        out.append(img)
+    return out
+
+
 def evaluate_folder(folder: Path, rows, name: str) -> dict:
     """Metrics of a model folder on (file, label) rows, clean and under each perturbation."""
-    from artlens.data import perturb
     from artlens.images import open_image
     from artlens.metrics import compute_metrics
     from artlens.predict import Predictor
@@ -244,12 +257,7 @@ def evaluate_folder(folder: Path, rows, name: str) -> dict:
     out = {}
     for case, ops in [("clean", [])] + PERTURBATIONS:
         t0 = time.time()
-        batch = []
-        for img in images:
-            for kind, value in ops:
-                img = perturb(img, kind, value)
-            batch.append(img)
-        preds = [r["label"] for r in pred.predict(batch)]
+        preds = [r["label"] for r in pred.predict(perturbed(images, ops))]
         m = compute_metrics(labels, preds, pred.labels)
         row = {"accuracy": m["accuracy"], "balanced_accuracy": m["balanced_accuracy"], "n": len(labels)}
         out[case] = row
@@ -404,7 +412,6 @@ def origin_tables(res: dict) -> str:
 
 def origin_robustness(folder: Path, rows, test: list[int], max_per_origin: int = 80, seed: int = 0) -> tuple[dict, int]:
     """Share of the shipped model's verdicts on its test images that change under ORIGIN_PERTURBATIONS."""
-    from artlens.data import perturb
     from artlens.images import open_image
     from artlens.predict import Predictor
 
@@ -420,12 +427,7 @@ def origin_robustness(folder: Path, rows, test: list[int], max_per_origin: int =
     clean = [r["verdict"] for r in pred.predict(images)]
     out = {}
     for case, ops in ORIGIN_PERTURBATIONS:
-        batch = []
-        for img in images:
-            for kind, value in ops:
-                img = perturb(img, kind, value)
-            batch.append(img)
-        v = [r["verdict"] for r in pred.predict(batch)]
+        v = [r["verdict"] for r in pred.predict(perturbed(images, ops))]
         flip = [a != b for a, b in zip(clean, v)]
         out[case] = {"human_flipped": sum(f for f, a in zip(flip, is_ai) if not a) / max(1, is_ai.count(False)),
                      "human_called_ai": sum(x == "ai" for x, a in zip(v, is_ai) if not a) / max(1, is_ai.count(False)),

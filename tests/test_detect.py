@@ -197,3 +197,17 @@ def test_cli_predict_json_gives_verdict_band_and_generator(data_dir, capsys):
     r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"verdict", "p_ai", "band", "threshold", "generator", "generator_scores"} <= set(r)
     assert r["verdict"] in ("ai", "human", "undecided") and len(r["band"]) == 2
+
+
+@pytest.mark.slow
+def test_gradcam_explains_the_detector(origin, held_out):
+    """The Space's Explain tab on the detector: a map of the image's size that changes with the class."""
+    from artlens.explain import explain
+
+    img = open_image(held_out["dalle2"][0])
+    ai = explain(origin.model, img, "gradcam", target="ai")
+    human = explain(origin.model, img, "gradcam", target="human")
+    h = np.asarray(ai.heatmap)
+    assert h.shape == (img.height, img.width) and h.sum() > 0.01 * h.size
+    assert not np.allclose(h, np.asarray(human.heatmap))
+    assert origin.model.bf16  # restored after the explanation
