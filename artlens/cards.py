@@ -72,6 +72,8 @@ def render_model_card(out_path, *, model_name: str, architecture: str, label_nam
         has_confusion=bool(metrics) and (Path(out_path).parent / "test_confusion.png").exists(),
         extra_results=extra_results, limitations=limitations or DEFAULT_LIMITATIONS,
         backbone=backbone, backbone_hint=install_hint(backbone) if backbone in OFFLINE_WEIGHTS else None,
+        blocks=pretrained_cfg.get("artlens_blocks"), band=pretrained_cfg.get("artlens_band"),
+        canonical=pretrained_cfg.get("artlens_canonical"),
     )
     return _write(card, out_path)
 

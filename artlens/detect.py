@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .config import ConfigError
 from .data import DataError, group_from_filename
 from .models import TOKENS
 
@@ -100,6 +101,27 @@ def origin_images(data: str | Path) -> list[OriginImage]:
         out.append(OriginImage(str(data / "ai_dalle2" / r["file"]), "ai", "dalle2",
                                "prompt:" + re.sub(r"\W+", " ", r["prompt"].lower()).strip()))
     return out
+
+
+# the keys of the detector's recipe (trainers/configs/default_origin.yaml), all required
+RECIPE_KEYS = ("model", "blocks", "tokens", "canonical_size", "canonical_quality", "C", "max_error",
+               "test_fraction", "seed")
+
+
+def read_recipe(path: str | Path) -> dict:
+    """The detector's YAML recipe, checked: every key of :data:`RECIPE_KEYS` and no other."""
+    import yaml
+
+    cfg = yaml.safe_load(Path(path).read_text()) or {}
+    unknown = sorted(set(cfg) - set(RECIPE_KEYS))
+    missing = [k for k in RECIPE_KEYS if k not in cfg]
+    if unknown or missing:
+        raise ConfigError(f"{path}: " + "; ".join(
+            ([f"unknown keys {unknown}"] if unknown else []) + ([f"missing keys {missing}"] if missing else []))
+            + f" (the detector's recipe has exactly {', '.join(RECIPE_KEYS)})")
+    if not set(cfg["tokens"]) <= set(TOKENS) or not cfg["blocks"]:
+        raise ConfigError(f"{path}: tokens must be among {list(TOKENS)} and blocks a non-empty list")
+    return cfg
 
 
 # ---------------------------------------------------------------- features and linear heads

@@ -440,13 +440,11 @@ def origin_robustness(folder: Path, rows, test: list[int], max_per_origin: int =
 def measure_origin(configs_dir: str | Path, data: Path, holdout: bool = True):
     """The detector's recipe on the shared data: ``(recipe, rows, X, backbone, res)`` with ``res`` from
     :func:`artlens.detect.measure_and_fit` (leave-one-generator-out tables and the fitted heads)."""
-    import yaml
-
     from artlens import detect
     from artlens.features import image_tokens
     from artlens.models import load_model
 
-    recipe = yaml.safe_load((Path(configs_dir) / "default_origin.yaml").read_text())
+    recipe = detect.read_recipe(Path(configs_dir) / "default_origin.yaml")
     rows = detect.origin_images(data)
     backbone = load_model(recipe["model"])
     canon = (int(recipe["canonical_size"]), int(recipe["canonical_quality"]))

@@ -211,3 +211,15 @@ def test_gradcam_explains_the_detector(origin, held_out):
     assert h.shape == (img.height, img.width) and h.sum() > 0.01 * h.size
     assert not np.allclose(h, np.asarray(human.heatmap))
     assert origin.model.bf16  # restored after the explanation
+
+
+def test_the_detector_recipe_is_checked(tmp_path):
+    from artlens.config import ConfigError
+
+    path = DEFAULTS_DIR.parents[1] / "trainers" / "configs" / "default_origin.yaml"
+    recipe = detect.read_recipe(path)
+    assert recipe["blocks"] == list(range(12)) and recipe["tokens"] == ["cls"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(path.read_text().replace("max_error:", "max_eror:"))
+    with pytest.raises(ConfigError, match=r"unknown keys \['max_eror'\].*missing keys \['max_error'\]"):
+        detect.read_recipe(bad)
