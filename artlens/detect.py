@@ -135,15 +135,15 @@ def token_matrix(tokens: np.ndarray, blocks: Sequence[int], kinds: Sequence[str]
                                 dtype=np.float32)
 
 
-def balanced_weights(rows: Sequence[OriginImage], by_source: bool = True) -> np.ndarray:
+def balanced_weights(rows: Sequence[OriginImage]) -> np.ndarray:
     """Sample weights under which human and AI weigh the same, and within each, every source
     (generator, human set) the same: the detector may not lean on whichever generator has most images."""
     w = np.zeros(len(rows))
     for origin in ("human", "ai"):
         idx = [i for i, r in enumerate(rows) if r.origin == origin]
-        keys = {rows[i].source if by_source else origin for i in idx}
+        keys = {rows[i].source for i in idx}
         for k in keys:
-            sub = [i for i in idx if (rows[i].source if by_source else origin) == k]
+            sub = [i for i in idx if rows[i].source == k]
             w[sub] = 1.0 / (len(keys) * len(sub))
     return w * len(rows) / max(w.sum(), 1e-12)
 
@@ -380,7 +380,7 @@ def measure_and_fit(X: np.ndarray, rows: Sequence[OriginImage], C: float = 0.1, 
 
     # which generator
     gens = list(GENERATORS)
-    known_top, correct, unseen = [], {}, {}
+    correct, unseen = {}, {}
     pg = np.full((len(rows), len(gens)), np.nan)
     for f in generator_folds(rows, seed=seed):
         head = fit_generator(X, rows, f["train"], gens, C)

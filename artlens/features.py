@@ -26,7 +26,7 @@ from torch import nn
 from .models import TOKENS, block_tokens
 from .offline import cache_dir
 
-__all__ = ["extract_features", "features_key", "pooled_features", "block_tokens", "image_tokens"]
+__all__ = ["extract_features", "features_key", "pooled_features", "image_tokens"]
 
 def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The classifier's input: ``forward_head(forward_features(x), pre_logits=True)``."""

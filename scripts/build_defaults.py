@@ -55,7 +55,6 @@ for p in (ROOT, ROOT / "trainers"):
 
 NAMES = ("style", "artist", "origin")
 HUMAN_SETS = ("paintings_styles10", "paintings_artists50")
-AI_SET = "ai_sd15_styles15"
 # held-out images per label measured under each perturbation (CPU time: 5-6 conditions each)
 EVAL_CAPS = {"style": 6, "artist": 1}
 # The recipe trained again with more held out (work-dir sub-folder, trainer flags, card title): the
@@ -90,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evaluate", default="true", choices=["true", "false"],
                    help="measure held-out images under perturbations (jpeg, downscale, upscale, aspect)")
     p.add_argument("--eval-max-per-class", type=int, default=None,
-                   help="cap held-out images per label when perturbing (default: style 6, artist 1, origin 40)")
+                   help="cap held-out images per label when perturbing (default: style 6, artist 1)")
     p.add_argument("--max-total-mb", type=float, default=30.0, help="fail if the three folders are larger")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--prepare-only", action="store_true",
@@ -561,9 +560,10 @@ def main(args) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = Path(args.data).resolve()
-    for s in HUMAN_SETS + (AI_SET,):
+    # origin's sets are checked by artlens.detect.origin_images
+    for s in HUMAN_SETS:
         if not (data / s).is_dir():
-            raise SystemExit(f"{data / s} is missing; pass --data pointing at the folder with {', '.join(HUMAN_SETS + (AI_SET,))}")
+            raise SystemExit(f"{data / s} is missing; pass --data pointing at the folder with {', '.join(HUMAN_SETS)}")
     work, out_dir = Path(args.work_dir), Path(args.out_dir)
     work.mkdir(parents=True, exist_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
