@@ -147,19 +147,24 @@ def classify(predictors, path):
     return style["probs"], artist["probs"], {"style": style["probs"], "artist": artist["probs"]}
 
 
+def _pct(x: float) -> str:
+    # the detector's lower bound is a fraction of a percent: "0%" would misstate it
+    return f"{x:.0%}" if x >= 0.01 or x == 0 else f"{x * 100:.2g}%"
+
+
 def verdict_text(result: dict) -> str:
     pos = next(k for k in result if k.startswith("p_"))
     p, thr = result[pos], result["threshold"]
     name = {"ai": "AI-generated", "human": "human-made", "undecided": "undecided"}
     label = name.get(result["verdict"], result["verdict"])
     if "band" in result:
-        lo, hi = result["band"]
+        lo, hi = (_pct(x) for x in result["band"])
         text = f"### Verdict: {label}\n\nProbability of AI generation: **{p:.1%}**. "
         if result["verdict"] == "undecided":
-            text += (f"Between {lo:.0%} and {hi:.0%} the detector does not decide: pictures in that range were "
+            text += (f"Between {lo} and {hi} the detector does not decide: pictures in that range were "
                      "too often of either kind on held-out data.")
         else:
-            text += (f"Below {lo:.0%} the verdict is human-made, from {hi:.0%} on AI-generated; on held-out "
+            text += (f"Below {lo} the verdict is human-made, from {hi} on AI-generated; on held-out "
                      "painters and generators each firm verdict was wrong at most about 2% of the time.")
         gen = result.get("generator")
         if gen:
