@@ -25,7 +25,7 @@ __all__ = [
     "DataError", "data_config", "eval_transform", "train_transform", "AUGMENTATIONS",
     "load_data", "group_from_filename", "load_label_map", "apply_label_map", "compose_labels",
     "cap_per_class", "class_weights", "split_data", "save_split", "load_split", "TorchDataset",
-    "five_crops", "jpeg_reencode", "canonical_image", "load_labelled_folders", "PERTURBATIONS", "parse_perturbations", "perturb",
+    "five_crops", "jpeg_reencode", "canonical_image", "source_view", "load_labelled_folders", "PERTURBATIONS", "parse_perturbations", "perturb",
 ]
 
 
@@ -68,6 +68,31 @@ def canonical_image(img: Image.Image, size: int = 224, quality: int = 90) -> Ima
     if abs(s - 1.0) > 1e-6:
         img = img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))), Image.BICUBIC)
     return jpeg_reencode(img, quality)
+
+
+def source_view(img: Image.Image, seed: int) -> Image.Image:
+    """One seeded random re-take of an image, as another source would hand it over: a crop of 60-100% of
+    each side, the aspect squashed by up to 1.25x, resampled so the shorter side is 128-1024 px (down or
+    up), and in four cases out of five one JPEG round trip at quality 50-95.
+
+    For the detector's training copies (:func:`artlens.features.image_tokens` ``view``): the same
+    painting or AI image reaches :func:`canonical_image` with another size and encoding history, so the
+    traces one source leaves (its native size, its resampling, its JPEG settings) stop telling the
+    sources apart. ``seed`` fixes the draw, so a cached copy is the copy it says it is.
+    """
+    rng = random.Random(seed)
+    w, h = img.size
+    cw, ch = max(8, round(w * rng.uniform(0.6, 1.0))), max(8, round(h * rng.uniform(0.6, 1.0)))
+    x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
+    img = img.crop((x, y, x + cw, y + ch))
+    a = rng.uniform(0.8, 1.25)
+    short = 2 ** rng.uniform(7, 10)
+    s = short / min(cw * a, ch)
+    img = img.resize((max(8, round(cw * a * s)), max(8, round(ch * s))),
+                     rng.choice([Image.BICUBIC, Image.BILINEAR, Image.LANCZOS]))
+    if rng.random() < 0.8:
+        img = jpeg_reencode(img, rng.randint(50, 95))
+    return img
 
 
 class _RandomRescaleJpeg:

@@ -99,3 +99,16 @@ def test_perturbations():
     assert perturb(img, "aspect", 1.5).size == (300, 100)
     assert perturb(img, "jpeg", 30).size == (200, 100)
     assert parse_perturbations(["jpeg:30,50", "scale:0.25"]) == [("jpeg", 30.0), ("jpeg", 50.0), ("scale", 0.25)]
+
+
+def test_source_view_is_seeded_and_changes_size_and_encoding():
+    from artlens.data import source_view
+
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8))
+    a, b = source_view(img, 7), source_view(img, 7)
+    assert a.size == b.size and np.array_equal(np.asarray(a), np.asarray(b))
+    sizes = {source_view(img, s).size for s in range(20)}
+    assert len(sizes) > 10
+    shorts = [min(s) for s in sizes]
+    assert min(shorts) >= 120 and max(shorts) <= 1030 and max(shorts) > 300  # both down and up

@@ -113,6 +113,13 @@ def test_block_tokens_model_matches_the_cached_features(data_dir, rows):
     cos = (live * cached).sum(1) / np.linalg.norm(live, axis=1) / np.linalg.norm(cached, axis=1)
     assert cos.min() > 0.999, cos  # bf16 in batches of different sizes, fp16 cache
     assert torch.allclose(last, plain, atol=1e-4)  # block 11's class token is timm's pooled feature
+    # a training copy (data.source_view) is its own cache entry, the same on every call, and not the original
+    v1 = detect.token_matrix(image_tokens(vit, files, (224, 90), show_progress=False, view=1), range(12), ["cls"])
+    again = detect.token_matrix(image_tokens(vit, files, (224, 90), show_progress=False, view=1, cache=False),
+                                range(12), ["cls"])
+    cos_v = (v1 * again).sum(1) / np.linalg.norm(v1, axis=1) / np.linalg.norm(again, axis=1)
+    assert cos_v.min() > 0.999
+    assert not np.allclose(v1, cached, atol=1e-2)
 
 
 def test_shipped_origin_config(origin):
