@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import nn
 
 from .images import IMAGE_EXTENSIONS, open_image
@@ -25,7 +25,7 @@ __all__ = [
     "DataError", "data_config", "eval_transform", "train_transform", "AUGMENTATIONS",
     "load_data", "group_from_filename", "load_label_map", "apply_label_map", "compose_labels",
     "cap_per_class", "class_weights", "split_data", "save_split", "load_split", "TorchDataset",
-    "five_crops", "jpeg_reencode", "canonical_image", "source_view", "load_labelled_folders", "PERTURBATIONS", "parse_perturbations", "perturb",
+    "five_crops", "TTA_MODES", "TTA_VIEWS", "tta_views", "jpeg_reencode", "canonical_image", "source_view", "load_labelled_folders", "PERTURBATIONS", "parse_perturbations", "perturb",
 ]
 
 
@@ -483,3 +483,29 @@ def load_labelled_folders(paths: Sequence[str | os.PathLike], labels: Sequence[s
     features = datasets.Features({"image": datasets.Image(decode=False), "label": datasets.Value("string"),
                                   "group": datasets.Value("string")})
     return datasets.Dataset.from_dict(rows, features=features)
+
+
+# ---------------------------------------------------------------- test-time views
+
+TTA_MODES = ("none", "flip", "crops")
+TTA_VIEWS = {"none": 1, "flip": 2, "crops": 6}  # len(tta_views(img, mode, size))
+
+
+def tta_views(img: Image.Image, mode: str | bool | None, size: int) -> list[Image.Image]:
+    """The images whose predictions are averaged.
+
+    ``flip``: the image and its mirror. ``crops``: those two plus the four corner crops
+    (at the model's input scale), which look at details at full resolution.
+    """
+    mode = {True: "flip", False: "none", None: "none"}.get(mode, mode)
+    if mode not in TTA_MODES:
+        raise ValueError(f"unknown TTA mode '{mode}'; use one of {', '.join(TTA_MODES)}")
+    views = [img]
+    if mode in ("flip", "crops"):
+        views.append(ImageOps.mirror(img))
+    if mode == "crops":
+        w, h = img.size
+        s = int(size * 1.25) / min(w, h)
+        big = img.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
+        views += five_crops(big, int(size * 1.25 * 0.8))[:4]
+    return views

@@ -23,15 +23,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .models import TOKENS, block_tokens
+from .data import TTA_VIEWS, TorchDataset, canonical_image, data_config, eval_transform, five_crops, source_view, tta_views
+from .images import open_image
+from .models import TOKENS, block_tokens, load_model, pooled_features, trunk_features
 from .offline import cache_dir
 
 __all__ = ["extract_features", "features_key", "pooled_features", "image_tokens"]
-
-def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The classifier's input: ``forward_head(forward_features(x), pre_logits=True)``."""
-    return model.forward_head(model.forward_features(x), pre_logits=True)
-
 
 def _image_fingerprint(ds) -> list:
     out = []
@@ -74,8 +71,6 @@ def _model_fingerprint(model: nn.Module) -> dict:
 
 def features_key(model: nn.Module, ds, transform_desc: str, **options) -> str:
     """Hex digest identifying one feature array (model, preprocessing, images, view options)."""
-    from .data import data_config
-
     payload = {
         "model": _model_fingerprint(model),
         "data_config": {k: str(v) for k, v in data_config(model).items()},
@@ -111,7 +106,7 @@ def extract_features(
     of each row. Rows are image-major; an image gives ``copies`` rows (each an independent draw of
     a random ``transform``, for augmented linear probes), times 5 with ``five_crop=size`` (the four
     corners and the centre, in :func:`artlens.data.five_crops` order). ``tta`` averages each row's
-    features over the views of :func:`artlens.predict.tta_views` (``flip``, ``crops``; ``True``
+    features over the views of :func:`artlens.data.tta_views` (``flip``, ``crops``; ``True``
     means ``flip``), the same views the predictor averages at inference; with ``view_rows`` each
     view is a row of its own instead (view-major within an image: training rows that augment, and
     evaluation rows whose predictions are averaged like the predictor's). ``train_blocks=N``
@@ -122,10 +117,6 @@ def extract_features(
     """
     from safetensors.numpy import load_file, save_file
     from tqdm.auto import tqdm
-
-    from .data import TorchDataset, data_config, five_crops
-    from .models import trunk_features
-    from .predict import TTA_VIEWS, tta_views
 
     tta = {True: "flip", False: "none", None: "none", "true": "flip", "false": "none"}.get(tta, tta)
     copies = max(1, int(copies))
@@ -230,9 +221,6 @@ def image_tokens(model: nn.Module, files: Sequence[str | os.PathLike], canonical
     """
     from tqdm.auto import tqdm
 
-    from .data import canonical_image, data_config, eval_transform, source_view
-    from .images import open_image
-
     payload = {"model": _model_fingerprint(model), "data_config": {k: str(v) for k, v in data_config(model).items()},
                "canonical": list(canonical) if canonical else None, "bf16": bool(bf16), "tokens": TOKENS, "version": 1}
     if view:
@@ -286,10 +274,6 @@ def fit_probe(files_by_label: dict, model: str = "tf_efficientnet_lite0", C: flo
     ``files_by_label``: ``{label: [image files]}``. For real training use ``trainers/train.py``.
     """
     from sklearn.linear_model import LogisticRegression
-
-    from .data import eval_transform
-    from .images import open_image
-    from .models import load_model
 
     names = list(files_by_label)
     m = load_model(model, num_classes=len(names), label_names=names)

@@ -439,3 +439,8 @@ def fold_head(model: nn.Module) -> nn.Module:
 
 def read_config(folder: str | os.PathLike) -> dict:
     return json.loads((Path(folder) / "config.json").read_text())
+
+
+def pooled_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The classifier's input: ``forward_head(forward_features(x), pre_logits=True)``."""
+    return model.forward_head(model.forward_features(x), pre_logits=True)

@@ -10,40 +10,15 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 from torch import nn
 
-from .data import canonical_image, data_config, eval_transform
+from .data import (TTA_MODES, TTA_VIEWS, DataError, canonical_image, cap_per_class, data_config, eval_transform,
+                   load_data, perturb, tta_views)
 from .images import ImageError, judge_problem, open_image
-from .models import BlockTokens, load_model, label_names, resolve_ref
+from .metrics import compute_metrics
+from .models import BlockTokens, load_model, label_names, pooled_features, resolve_ref
 
 __all__ = ["TTA_MODES", "TTA_VIEWS", "tta_views", "predict_probs", "Predictor", "predict_together"]
-
-TTA_MODES = ("none", "flip", "crops")
-TTA_VIEWS = {"none": 1, "flip": 2, "crops": 6}  # len(tta_views(img, mode, size))
-
-
-def tta_views(img: Image.Image, mode: str | bool | None, size: int) -> list[Image.Image]:
-    """The images whose predictions are averaged.
-
-    ``flip``: the image and its mirror. ``crops``: those two plus the four corner crops
-    (at the model's input scale), which look at details at full resolution.
-    """
-    mode = {True: "flip", False: "none", None: "none"}.get(mode, mode)
-    if mode not in TTA_MODES:
-        raise ValueError(f"unknown TTA mode '{mode}'; use one of {', '.join(TTA_MODES)}")
-    views = [img]
-    if mode in ("flip", "crops"):
-        views.append(ImageOps.mirror(img))
-    if mode == "crops":
-        from .data import five_crops
-
-        w, h = img.size
-        s = int(size * 1.25) / min(w, h)
-        big = img.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
-        views += five_crops(big, int(size * 1.25 * 0.8))[:4]
-    return views
-
 
 @torch.inference_mode()
 def predict_probs(model: nn.Module, images: Iterable, batch_size: int = 16, tta: str | bool | None = None,
@@ -73,8 +48,6 @@ def predict_probs(model: nn.Module, images: Iterable, batch_size: int = 16, tta:
             counts.append(len(views))
         x = torch.stack(batch).to(device)
         if heads is not None:
-            from .features import pooled_features
-
             x = pooled_features(model, x)
         for fn, out in zip(fns, outs):
             probs = fn(x).float().softmax(-1).cpu().numpy()
@@ -211,9 +184,6 @@ def evaluate(predictor: Predictor, data, max_per_class: int | None = None, pertu
     ``perturbation`` (kind, value), e.g. ("jpeg", 50), is applied to every image before prediction.
     Binary origin models are scored on their thresholded verdicts.
     """
-    from .data import DataError, cap_per_class, load_data, perturb
-    from .metrics import compute_metrics
-
     ds = load_data(str(data), split=split) if not hasattr(data, "column_names") else data
     ds = cap_per_class(ds, max_per_class, seed=seed)
     unknown = sorted(set(ds["label"]) - set(predictor.labels))
