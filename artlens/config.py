@@ -9,10 +9,12 @@ import argparse
 import os
 from pathlib import Path
 
+from .errors import ArtlensError
+
 __all__ = ["ConfigError", "valid_keys", "config_defaults", "parse_with_config", "save_config"]
 
 
-class ConfigError(ValueError):
+class ConfigError(ArtlensError, ValueError):
     """A config file or flag is wrong; the message names the key and the fix."""
 
 

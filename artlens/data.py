@@ -19,6 +19,7 @@ import torch
 from PIL import Image, ImageOps
 from torch import nn
 
+from .errors import ArtlensError
 from .images import IMAGE_EXTENSIONS, open_image
 
 __all__ = [
@@ -29,7 +30,7 @@ __all__ = [
 ]
 
 
-class DataError(ValueError):
+class DataError(ArtlensError, ValueError):
     """A dataset, column, label map or split option is unusable; the message says what to do."""
 
 

@@ -14,6 +14,8 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from .errors import ArtlensError
+
 __all__ = ["ImageError", "open_image", "IMAGE_EXTENSIONS", "list_images", "judge_problem"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -28,7 +30,7 @@ MAX_SIDE = 4096
 ImageLike = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
 
-class ImageError(ValueError):
+class ImageError(ArtlensError, ValueError):
     """A user-supplied image cannot be used; the message says why and what to do."""
 
 

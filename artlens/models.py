@@ -20,6 +20,7 @@ import timm
 import torch
 from torch import nn
 
+from .errors import ArtlensError
 from .offline import OFFLINE_WEIGHTS, install_hint, offline_available, offline_state_dict
 
 __all__ = [
@@ -35,7 +36,7 @@ OFFLINE_HINT = (
 )
 
 
-class ModelError(ValueError):
+class ModelError(ArtlensError, ValueError):
     """A model reference cannot be resolved or loaded; the message says what to do."""
 
 

