@@ -41,6 +41,7 @@ space: install
 	$(BIN)/artlens space
 
 test: dev chromium
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -rs tests
 
 test-fast: dev

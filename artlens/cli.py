@@ -9,11 +9,11 @@ import argparse
 import json
 import sys
 
-from .data import DataError
+from .errors import ArtlensError
 from .images import ImageError
-from .models import ModelError
 
-USER_ERRORS = (ImageError, ModelError, DataError, FileNotFoundError)
+# every error a user can cause derives from ArtlensError; its message names the problem and the fix
+USER_ERRORS = (ArtlensError, FileNotFoundError)
 
 
 # ---------------------------------------------------------------- predict
@@ -136,13 +136,15 @@ def cmd_push(args) -> int:
 # ---------------------------------------------------------------- explain
 
 def add_explain_parser(sub):
+    from .explain import METHODS
+
     p = sub.add_parser("explain", help="heat maps: what the model looked at (Grad-CAM family, LIME)",
                        description="Writes one overlay PNG per image (and layer) and explanations.json with the "
                                    "numbers: prediction, target, score, where the heat is, and optionally the "
                                    "deletion/insertion faithfulness scores.")
     p.add_argument("images", nargs="+", help="image files or folders")
     p.add_argument("--model", default=None, help="style (default), artist, origin, a model folder, a Hub id or a timm name")
-    p.add_argument("--method", default="gradcam", help="gradcam, gradcam++, scorecam, eigencam, layercam or lime "
+    p.add_argument("--method", default="gradcam", help=f"{', '.join(METHODS[:-1])} or {METHODS[-1]} "
                                                         "(comma-separated for several)")
     p.add_argument("--target", default=None, help="label to explain (default: the predicted one)")
     p.add_argument("--layer", default=None, help="CAM target layer, e.g. blocks.5 (default: found automatically); "
@@ -229,34 +231,16 @@ def cmd_explain(args) -> int:
 # ---------------------------------------------------------------- space
 
 def add_space_parser(sub):
-    p = sub.add_parser("space", help="run the Gradio Space locally (spaces/artlens/app.py)")
-    p.add_argument("--style", default=None, help="style model: folder or Hub id (default: embedded, or $ARTLENS_STYLE_MODEL)")
-    p.add_argument("--artist", default=None, help="artist model (default: embedded, or $ARTLENS_ARTIST_MODEL)")
-    p.add_argument("--origin", default=None, help="human/AI model (default: embedded, or $ARTLENS_ORIGIN_MODEL)")
-    p.add_argument("--examples", default=None, help="folder of example paintings (default: $ARTLENS_EXAMPLES, none)")
-    p.add_argument("--host", default=None, help="address to listen on (default: $GRADIO_SERVER_NAME or 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="port (default: $GRADIO_SERVER_PORT or 7860)")
-    p.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs network)")
+    from .space import add_arguments  # the Space's one copy of its flags
 
-
-def load_space_app():
-    """The Space's app.py module; it lives in the source tree, beside the package."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "spaces" / "artlens" / "app.py"
-    if not path.is_file():
-        raise FileNotFoundError(f"the Space app is not at {path}; `artlens space` runs from a source checkout "
-                                f"installed with `pip install -e .` (or run `python spaces/artlens/app.py` there)")
-    spec = importlib.util.spec_from_file_location("artlens_space_app", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    add_arguments(sub.add_parser("space", help="run the Gradio Space locally (artlens.space; = python spaces/artlens/app.py)"))
 
 
 def cmd_space(args) -> int:
-    load_space_app().run(style=args.style, artist=args.artist, origin=args.origin, examples=args.examples,
-                         host=args.host, port=args.port, share=args.share)
+    from .space import run
+
+    run(style=args.style, artist=args.artist, origin=args.origin, examples=args.examples,
+        host=args.host, port=args.port, share=args.share)
     return 0
 
 

@@ -7,5 +7,5 @@ __all__ = ["ArtlensError"]
 
 
 class ArtlensError(Exception):
-    """Base of ConfigError, ImageError, DataError, ModelError, ExplainError, SynthError, TrainError and
+    """Base of ConfigError, ImageError, DataError, ModelError, ExplainError, SynthError and
     OfflineWeightsError. Each also derives from the builtin it always was (ValueError, RuntimeError)."""

@@ -13,7 +13,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .models import BlockTokens, ModelError, fold_head, label_names as model_label_names, read_config, set_label_names
+from .models import BlockTokens, ModelError, fold_head, read_config, set_label_names
+from .models import label_names as model_label_names
 
 __all__ = ["save_model_folder", "push_to_hub", "model_config"]
 

@@ -23,7 +23,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import TTA_VIEWS, TorchDataset, canonical_image, data_config, eval_transform, five_crops, source_view, tta_views
+from .data import (
+    TTA_VIEWS,
+    TorchDataset,
+    canonical_image,
+    data_config,
+    eval_transform,
+    five_crops,
+    source_view,
+    tta_views,
+)
 from .images import open_image
 from .models import TOKENS, block_tokens, load_model, pooled_features, trunk_features
 from .offline import cache_dir

@@ -12,11 +12,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import (TTA_MODES, TTA_VIEWS, DataError, canonical_image, cap_per_class, data_config, eval_transform,
-                   load_data, perturb, tta_views)
+from .data import (
+    TTA_MODES,
+    TTA_VIEWS,
+    DataError,
+    canonical_image,
+    cap_per_class,
+    data_config,
+    eval_transform,
+    load_data,
+    perturb,
+    tta_views,
+)
 from .images import ImageError, judge_problem, open_image
 from .metrics import compute_metrics
-from .models import BlockTokens, load_model, label_names, pooled_features, resolve_ref
+from .models import BlockTokens, label_names, load_model, pooled_features, resolve_ref
 
 __all__ = ["TTA_MODES", "TTA_VIEWS", "tta_views", "predict_probs", "Predictor", "predict_together"]
 

@@ -175,8 +175,8 @@ def check_settings(out_dir: str | os.PathLike, settings: dict, overwrite: bool =
 def load_pipeline(model: str, scheduler: str | None = None, device: str | None = None, dtype: str = "auto"):
     """Any text-to-image pipeline ``AutoPipelineForText2Image`` loads (Hub id or local folder);
     CUDA in fp16 when present, CPU in fp32 otherwise."""
-    import torch
     import diffusers
+    import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if dtype == "auto":

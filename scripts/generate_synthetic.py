@@ -14,12 +14,19 @@ import argparse
 import sys
 from pathlib import Path
 
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from artlens.config import parse_with_config, save_config  # noqa: E402
-from artlens.synth import (SynthError, build_jobs, check_settings, generate, load_pipeline, load_recipe,  # noqa: E402
-                           missing_jobs, push_dataset, write_metadata, write_synthetic_card)
+from artlens.config import parse_with_config, save_config
+from artlens.synth import (
+    SynthError,
+    build_jobs,
+    check_settings,
+    generate,
+    load_pipeline,
+    load_recipe,
+    missing_jobs,
+    push_dataset,
+    write_metadata,
+    write_synthetic_card,
+)
 
 DEFAULT_MODEL = "stabilityai/stable-diffusion-2-1-base"
 

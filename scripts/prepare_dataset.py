@@ -34,13 +34,12 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from artlens.config import parse_with_config, save_config
+from artlens.data import DataError, group_from_filename, split_data
+from artlens.images import IMAGE_EXTENSIONS, ImageError, open_image
+from artlens.synth import slug
 
-from artlens.config import parse_with_config, save_config  # noqa: E402
-from artlens.data import DataError, group_from_filename, split_data  # noqa: E402
-from artlens.images import IMAGE_EXTENSIONS, ImageError, open_image  # noqa: E402
-from artlens.synth import slug  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 COLUMNS = ("style", "artist", "origin", "generator", "source")
 PREPARED_TEMPLATE = ROOT / "dataset_cards" / "prepared_template.md"

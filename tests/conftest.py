@@ -20,7 +20,7 @@ def data_dir() -> Path:
 # ---- the Space (test_space.py, test_space_inputs.py, test_browser.py): tiny models, one running app
 @pytest.fixture(scope="session")
 def space_models(tmp_path_factory, data_dir) -> dict:
-    from tests.space_helpers import make_space_models
+    from scripts.benchmarks.space_helpers import make_space_models
 
     return make_space_models(tmp_path_factory.mktemp("space_models"), data_dir)
 
@@ -30,7 +30,7 @@ def space_url(space_models, data_dir, tmp_path_factory):
     """``python spaces/artlens/app.py`` serving the tiny models, with two example paintings; closed at the end."""
     import shutil
 
-    from tests.space_helpers import start_space, stop_space
+    from scripts.benchmarks.space_helpers import start_space, stop_space
 
     examples = tmp_path_factory.mktemp("space_examples")
     for f in sorted((data_dir / "paintings_styles10" / "Impressionism").glob("*.jpg"))[:2]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.space_helpers import ROOT, label_sets, start_space, stop_space
+from scripts.benchmarks.space_helpers import ROOT, label_sets, start_space, stop_space
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

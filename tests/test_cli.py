@@ -17,7 +17,7 @@ def test_predict_imagenet_offline(capsys, tmp_path):
     (tmp_path / "broken.jpg").write_text("not an image")
     rc = main(["predict", "--model", "tf_efficientnet_lite0", "--json", "--top-k", "3", str(tmp_path)])
     lines = [json.loads(s) for s in capsys.readouterr().out.splitlines()]
-    by = {l["file"].rsplit("/", 1)[-1]: l for l in lines}
+    by = {row["file"].rsplit("/", 1)[-1]: row for row in lines}
     assert by["cat.jpg"]["label"] == "Egyptian cat" and len(by["cat.jpg"]["top_k"]) == 3
     assert by["coffee.png"]["label"] == "espresso"
     assert "not an image" in by["broken.jpg"]["error"]

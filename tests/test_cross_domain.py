@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from tests.conftest import load_script  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

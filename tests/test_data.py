@@ -2,9 +2,25 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from artlens.data import (DataError, apply_label_map, cap_per_class, class_weights, compose_labels, group_from_filename,
-                          load_data, load_label_map, parse_perturbations, perturb, split_data, train_transform,
-                          eval_transform, TorchDataset, five_crops, load_split, save_split)
+from artlens.data import (
+    DataError,
+    TorchDataset,
+    apply_label_map,
+    cap_per_class,
+    class_weights,
+    compose_labels,
+    eval_transform,
+    five_crops,
+    group_from_filename,
+    load_data,
+    load_label_map,
+    load_split,
+    parse_perturbations,
+    perturb,
+    save_split,
+    split_data,
+    train_transform,
+)
 from artlens.models import load_model
 
 

@@ -7,8 +7,24 @@ import torch
 from PIL import Image
 
 from artlens.explain import (
-    CAM_METHODS, METHODS, ExplainError, Explanation, class_average_maps, default_layer, deletion_score,
-    explain, explain_batch, layer_names, overlay, plot_class_maps, random_map,
+    CAM_METHODS,
+    METHODS,
+    REGISTRY,
+    ExplainError,
+    Explanation,
+    Method,
+    class_average_maps,
+    default_layer,
+    deletion_score,
+    display_names,
+    explain,
+    explain_batch,
+    get_method,
+    layer_names,
+    method_names,
+    overlay,
+    plot_class_maps,
+    random_map,
 )
 from artlens.features import fit_probe
 from artlens.images import list_images, open_image
@@ -42,6 +58,91 @@ def imagenet():
 def wide_painting(styles):
     """A real painting made non-square (300 x 200), so the centre crop cuts off its sides."""
     return open_image(styles["Impressionism"][40]).resize((300, 200))
+
+
+# ---------------------------------------------------------------- the registry: the one list of methods
+
+def test_registry_is_the_one_list_of_methods():
+    import dataclasses
+    import re
+
+    assert METHODS == tuple(REGISTRY) == method_names() and len(set(METHODS)) == len(METHODS)
+    assert CAM_METHODS == method_names(takes_layer=True) == tuple(n for n in METHODS if REGISTRY[n].takes_layer)
+    assert method_names(takes_layer=False) == ("lime",) and method_names(class_specific=False) == ("eigencam",)
+    for name, m in REGISTRY.items():
+        assert isinstance(m, Method) and m.name == name and m.display_name and callable(m.explainer.explain)
+        assert m.label.startswith(m.display_name)
+    assert display_names() == {n: m.display_name for n, m in REGISTRY.items()}
+    assert display_names(notes=True)["lime"].startswith("LIME (") and display_names()["gradcam++"] == "Grad-CAM++"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        REGISTRY["gradcam"].class_specific = False
+    with pytest.raises(TypeError):
+        REGISTRY["occlusion"] = REGISTRY["gradcam"]  # read-only: a new method is a line in registry.py
+    # other spellings: case, '-' and '_' ignored, and the aliases
+    assert get_method("Grad-CAM") is REGISTRY["gradcam"] and get_method("gradcam_pp") is REGISTRY["gradcam++"]
+    assert get_method("LIME") is REGISTRY["lime"] and get_method("Score_CAM").name == "scorecam"
+    with pytest.raises(ExplainError, match=re.escape(f"unknown method 'occlusion'; choose one of {', '.join(METHODS)}")):
+        get_method("occlusion")
+
+
+def test_cli_and_dataset_script_read_the_registry(tmp_path, capsys):
+    import argparse
+    import importlib.util
+    import re
+
+    from artlens.cli import build_parser, main
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    method = next(a for a in sub.choices["explain"]._actions if "--method" in a.option_strings)
+    listed = re.split(r", | or ", method.help.split(" (")[0])
+    assert tuple(listed) == METHODS and method.default in METHODS
+    # an unknown method is refused before any model is loaded, naming the registry's methods
+    assert main(["explain", "--method", "gradcam,occlusion", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert f"choose from {', '.join(METHODS)}" in capsys.readouterr().err
+
+    spec = importlib.util.spec_from_file_location("explain_dataset", Path(__file__).resolve().parents[1] / "scripts" / "explain_dataset.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.parse_args(["--model", "style", "--data", "x", "--out", "o", "--method", *METHODS]).method == list(METHODS)
+    with pytest.raises(SystemExit):
+        script.parse_args(["--model", "style", "--data", "x", "--out", "o", "--method", "occlusion"])
+    assert f"choose from {', '.join(METHODS)}" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def two_class_maps(imagenet, wide_painting):
+    """Every registry entry through explain(), for two ImageNet classes of one real painting.
+
+    CAMs at blocks.2 (40 channels, so Score-CAM needs 40 masked passes, not 320); LIME with 30 samples."""
+    top = explain(imagenet, wide_painting, "gradcam", layer="blocks.2").target
+    other = label_names(imagenet).index("jigsaw puzzle")
+    other = other if other != top else other + 1
+    out = {}
+    for name, m in REGISTRY.items():
+        kw = {"layer": "blocks.2"} if m.takes_layer else {"num_samples": 30, "batch_size": 30}
+        out[name] = [explain(imagenet, wide_painting, name, target=t, **kw) for t in (top, other)]
+    return out, (top, other)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_every_method_dispatches_and_maps_onto_the_image(two_class_maps, imagenet, name):
+    maps, targets = two_class_maps
+    m = REGISTRY[name]
+    for e, t in zip(maps[name], targets):
+        assert isinstance(e, Explanation) and e.method == name and e.target == t
+        assert e.heatmap.shape == (200, 300) and e.heatmap.dtype == np.float32
+        assert 0 <= e.heatmap.min() and e.heatmap.max() == pytest.approx(1.0, abs=1e-5)
+        assert e.heatmap[:, :49].max() == 0  # outside the centre crop
+        if m.takes_layer:
+            assert e.extra["layer"] == "blocks.2" and e.extra["class_specific"] == m.class_specific
+        else:
+            assert "layer" not in e.extra
+    a, b = (e.heatmap for e in maps[name])
+    if m.class_specific:
+        assert not np.allclose(a, b, atol=1e-3), f"{name}: the same map for two classes"
+    else:
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert _no_hooks(imagenet)
 
 
 # ---------------------------------------------------------------- CAMs on the offline backbone

@@ -7,7 +7,7 @@ import torch
 from artlens.data import eval_transform
 from artlens.export import push_to_hub, save_model_folder
 from artlens.features import fit_probe
-from artlens.images import open_image, list_images
+from artlens.images import list_images, open_image
 from artlens.models import load_model, set_head
 from artlens.predict import Predictor
 

@@ -10,7 +10,6 @@ from artlens.data import cap_per_class, eval_transform, load_labelled_folders, t
 from artlens.features import extract_features, features_key, pooled_features
 from artlens.models import load_model
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

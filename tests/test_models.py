@@ -4,8 +4,16 @@ from skimage import data as skdata
 
 from artlens.data import eval_transform
 from artlens.images import open_image
-from artlens.models import (ModelError, count_trainable, fold_head, freeze, label_names, load_model, resolve_ref,
-                            set_head)
+from artlens.models import (
+    ModelError,
+    count_trainable,
+    fold_head,
+    freeze,
+    label_names,
+    load_model,
+    resolve_ref,
+    set_head,
+)
 from artlens.offline import OfflineWeightsError, offline_state_dict
 
 

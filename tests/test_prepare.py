@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from tests.conftest import load_script  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,33 +1,26 @@
-"""The Space (spaces/artlens/app.py): handlers called directly, and the app started as a user starts
-it (``python spaces/artlens/app.py``) and used through gradio_client on real paintings."""
+"""The Space (artlens.space, which spaces/artlens/app.py runs): handlers called directly, and the app
+started as a user starts it (``python spaces/artlens/app.py``) and used through gradio_client on real
+paintings."""
 from __future__ import annotations
 
 import importlib.util
 import math
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+import gradio as gr
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from tests.space_helpers import APP, ROOT, label_sets
+from artlens import space as app
+from scripts.benchmarks.space_helpers import APP, ROOT, label_sets
 
 torch.set_num_threads(2)
-
-
-def _load_app():
-    spec = importlib.util.spec_from_file_location("artlens_space_app_test", APP)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-app = _load_app()
-gr = app.gr
 
 
 @pytest.fixture(scope="module")
@@ -128,25 +121,45 @@ def test_build_app_wires_named_endpoints_and_queues(predictors):
     assert tabs == ["Style & artist", "Human or AI?", "Explain", "About"]
 
 
-def test_space_cli_parser_and_app_loader():
-    from artlens.cli import build_parser, load_space_app
+def test_space_cli_calls_the_package_app(monkeypatch):
+    """``artlens space`` parses the flags of artlens.space.add_arguments and calls artlens.space.run (no file
+    path: it works from a wheel); ``import artlens.space`` does not import gradio."""
+    from artlens.cli import build_parser, main
 
-    args = build_parser().parse_args(["space", "--style", "a", "--origin", "b", "--examples", "ex", "--port", "7000",
-                                      "--share"])
+    argv = ["space", "--style", "a", "--origin", "b", "--examples", "ex", "--port", "7000", "--share"]
+    args = build_parser().parse_args(argv)
     assert (args.style, args.artist, args.origin, args.examples, args.port, args.share) == ("a", None, "b", "ex", 7000, True)
-    mod = load_space_app()
-    assert Path(mod.__file__).resolve() == APP and callable(mod.run) and callable(mod.build_app)
+    calls = []
+    monkeypatch.setattr(app, "run", lambda **kw: calls.append(kw))
+    assert main(argv) == 0
+    assert calls == [dict(style="a", artist=None, origin="b", examples="ex", host=None, port=7000, share=True)]
     assert Path(sys.modules["artlens"].__file__).resolve().parents[1] == ROOT  # the checkout's artlens
+    code = "import sys, artlens.space; assert 'gradio' not in sys.modules, 'gradio imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
+
+
+def _load_app_file():
+    """spaces/artlens/app.py imported as a module (what ``gradio app.py`` does): it builds ``demo``."""
+    spec = importlib.util.spec_from_file_location("artlens_space_app_test", APP)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def test_app_on_the_embedded_defaults(monkeypatch):
-    for t in ("STYLE", "ARTIST", "ORIGIN"):
-        monkeypatch.delenv(f"ARTLENS_{t}_MODEL", raising=False)
+    """The thin spaces/artlens/app.py builds artlens.space's app on the embedded default models."""
+    for t in app.MODEL_ENV.values():
+        monkeypatch.delenv(t, raising=False)
+    monkeypatch.delenv(app.EXAMPLES_ENV, raising=False)
     if all((ROOT / "artlens" / "defaults" / t / "config.json").exists() for t in ("style", "artist", "origin")):
+        mod = _load_app_file()
+        assert mod.build_app is app.build_app and isinstance(mod.demo, gr.Blocks)
         preds = app.load_predictors()
         assert len(preds["style"].labels) >= 2 and preds["origin"].threshold is not None
-        demo = app.build_app(predictors=preds)
-        assert "## The origin model" in app.about_text(preds) and demo is not None
+        assert "## The origin model" in app.about_text(preds)
+        tabs = [c["props"].get("label") for c in mod.demo.get_config_file()["components"] if c["type"] == "tabitem"]
+        assert tabs == ["Style & artist", "Human or AI?", "Explain", "About"]
+        assert {"classify", "detect", "explain"} <= {f.api_name for f in mod.demo.fns.values()}
     else:  # not built yet: the Space must say how to fix that, not crash obscurely
         from artlens.models import ModelError
 

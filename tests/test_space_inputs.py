@@ -8,11 +8,13 @@ import struct
 import zlib
 from pathlib import Path
 
+import gradio as gr
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_space import app, gr, predictors  # noqa: F401 - the module-scoped fixture
+from artlens import space as app
+from tests.test_space import predictors  # noqa: F401 - the module-scoped fixture
 
 
 def big_jpeg(w: int, h: int) -> bytes:

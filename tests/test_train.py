@@ -1,4 +1,6 @@
-"""trainers/train.py: configs, the Accelerate loop on the real paintings, resume after SIGKILL."""
+"""artlens.training (the trainer's flags and configs, the Accelerate loop on the real paintings, resume
+after SIGKILL, the optimizer/scheduler factories, data loading and splitting) and its entry point
+trainers/train.py (--help, exit codes)."""
 import json
 import os
 import signal
@@ -13,10 +15,12 @@ import timm
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "trainers"))
+from artlens import training
+from artlens.config import ConfigError, save_config, valid_keys
+from artlens.data import DataError
+from artlens.metrics import calibrated_threshold, choose_threshold
 
-import train  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -32,7 +36,7 @@ def cache(tmp_path, monkeypatch):
 
 
 def run(argv):
-    return train.main(train.parse_args([str(a) for a in argv]))
+    return training.train(training.parse_args([str(a) for a in argv]))
 
 
 # ---------------------------------------------------------------- configs
@@ -40,14 +44,14 @@ def run(argv):
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_recipe_parses_with_valid_keys(path):
     cfg = yaml.safe_load(path.read_text())
-    keys = set(train.valid_keys(train.build_parser()))
+    keys = set(valid_keys(training.build_parser()))
     assert isinstance(cfg, dict) and cfg
     assert set(k.replace("-", "_") for k in cfg) <= keys, set(cfg) - keys
-    args = train.parse_args(["--config", str(path), "--output-dir", "/tmp/unused"])
+    args = training.parse_args(["--config", str(path), "--output-dir", "/tmp/unused"])
     ref = str(args.model)
     assert timm.is_model(ref) or ref in ("style", "artist", "origin") or "/" in ref, ref
     if args.label_map:
-        labels = train.label_map_path(args.label_map)
+        labels = training.label_map_path(args.label_map)
         assert labels.exists()
     if args.freeze.startswith("prefixes:") and timm.is_model(ref):
         names = [n for n, _ in timm.create_model(ref, pretrained=False, num_classes=2).named_parameters()]
@@ -75,8 +79,8 @@ def test_recipes_cover_the_published_setups():
 def test_unknown_config_key_names_the_key_and_the_valid_ones(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("data: x\nepochz: 3\n")
-    with pytest.raises(train.ConfigError) as e:
-        train.parse_args(["--config", str(cfg), "--output-dir", str(tmp_path / "o")])
+    with pytest.raises(ConfigError) as e:
+        training.parse_args(["--config", str(cfg), "--output-dir", str(tmp_path / "o")])
     msg = str(e.value)
     assert "epochz" in msg and "epochs" in msg and "max_train_samples" in msg
 
@@ -85,11 +89,11 @@ def test_config_values_are_typed_and_flags_override(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("data: [a, b]\ndata_labels: [human, ai]\nlr: 1e-4\nepochs: 7\ncache_features: 'true'\n"
                    "freeze: linear_probe\noutput_dir: somewhere\n")
-    a = train.parse_args(["--config", str(cfg), "--epochs", "2", "--max-train-samples", "5"])
+    a = training.parse_args(["--config", str(cfg), "--epochs", "2", "--max-train-samples", "5"])
     assert a.lr == pytest.approx(1e-4) and isinstance(a.lr, float)
     assert (a.epochs, a.max_train_samples, a.cache_features, a.output_dir) == (2, 5, True, "somewhere")
     assert a.data == ["a", "b"] and a.data_labels == ["human", "ai"]
-    b = train.parse_args(["--data", "x,y", "--data-labels", "human,ai", "--output-dir", "o"])
+    b = training.parse_args(["--data", "x,y", "--data-labels", "human,ai", "--output-dir", "o"])
     assert b.data == ["x", "y"] and b.data_labels == ["human", "ai"]
 
 
@@ -103,8 +107,8 @@ def test_config_values_are_typed_and_flags_override(tmp_path):
       "--train-blocks", "1", "--tta", "crops"], ["--view-rows true"]),
 ])
 def test_config_errors_are_clear(argv, words):
-    with pytest.raises(train.ConfigError) as e:
-        train.parse_args(argv)
+    with pytest.raises(ConfigError) as e:
+        training.parse_args(argv)
     for w in words:
         assert w in str(e.value)
 
@@ -112,16 +116,27 @@ def test_config_errors_are_clear(argv, words):
 def test_bad_choice_in_yaml_is_a_config_error(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("optimizer: lbfgs\n")
-    with pytest.raises(train.ConfigError, match="optimizer"):
-        train.parse_args(["--config", str(cfg), "--data", "x", "--output-dir", "o"])
+    with pytest.raises(ConfigError, match="optimizer"):
+        training.parse_args(["--config", str(cfg), "--data", "x", "--output-dir", "o"])
+
+
+def test_entry_point_help_and_exit_code(tmp_path):
+    """trainers/train.py: the package's flags under --help; a config error is exit code 2 with one error line."""
+    script = str(ROOT / "trainers" / "train.py")
+    r = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("usage: train.py") and "Fine-tune a timm image classifier" in r.stdout
+    assert all(f"--{k.replace('_', '-')}" in r.stdout for k in valid_keys(training.build_parser()))
+    r = subprocess.run([sys.executable, script, "--data", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: no output folder"), r.stderr
 
 
 def test_unknown_label_map_name_lists_the_shipped_ones():
     from artlens.data import DataError
 
     with pytest.raises(DataError, match="artnet5"):
-        train.label_map_path("no_such_map")
-    assert train.label_map_path("artnet5").name == "artnet5.yaml"
+        training.label_map_path("no_such_map")
+    assert training.label_map_path("artnet5").name == "artnet5.yaml"
 
 
 # ---------------------------------------------------------------- pieces
@@ -129,9 +144,9 @@ def test_unknown_label_map_name_lists_the_shipped_ones():
 def test_choose_threshold_maximises_balanced_accuracy():
     p = np.array([0.05, 0.1, 0.2, 0.3, 0.35, 0.6, 0.9])
     pos = np.array([False, False, False, True, True, True, True])
-    t = train.choose_threshold(p, pos)
+    t = choose_threshold(p, pos)
     assert 0.2 < t <= 0.3
-    assert train.choose_threshold(p, np.ones(7, bool)) == 0.5
+    assert choose_threshold(p, np.ones(7, bool)) == 0.5
 
 
 def test_calibrated_threshold_is_the_balanced_crossing_and_steadier_than_the_maximum():
@@ -141,7 +156,7 @@ def test_calibrated_threshold_is_the_balanced_crossing_and_steadier_than_the_max
     # 500 negatives and 100 positives, overlapping like the origin model's validation p(ai)
     z = np.concatenate([rng.normal(-2.0, 1.2, 500), rng.normal(1.5, 1.5, 100)])
     p, pos = 1 / (1 + np.exp(-z)), np.arange(600) >= 500
-    t = train.calibrated_threshold(p, pos)
+    t = calibrated_threshold(p, pos)
     # at t the balanced logistic fit of logit(p) says 0.5: balanced accuracy well above chance there
     fit = LogisticRegression(class_weight="balanced", C=1e4).fit(z[:, None], pos)
     assert fit.predict_proba([[np.log(t / (1 - t))]])[0, 1] == pytest.approx(0.5, abs=1e-3)
@@ -150,10 +165,10 @@ def test_calibrated_threshold_is_the_balanced_crossing_and_steadier_than_the_max
     # resampling the validation images moves it less than the balanced-accuracy maximum
     draws = [rng.integers(0, 600, 600) for _ in range(40)]
     spread = lambda rule: np.std([rule(p[i], pos[i]) for i in draws])  # noqa: E731
-    assert spread(train.calibrated_threshold) < spread(train.choose_threshold)
+    assert spread(calibrated_threshold) < spread(choose_threshold)
     # degenerate validation sets fall back to 0.5
-    assert train.calibrated_threshold(p[:10], pos[:10]) == 0.5
-    assert train.calibrated_threshold(1 - p, pos) == 0.5  # probabilities that rank the classes backwards
+    assert calibrated_threshold(p[:10], pos[:10]) == 0.5
+    assert calibrated_threshold(1 - p, pos) == 0.5  # probabilities that rank the classes backwards
 
 
 @pytest.mark.parametrize("value, ok", [("auto", True), ("calibrated", True), ("none", True), ("0.7", True),
@@ -161,18 +176,18 @@ def test_calibrated_threshold_is_the_balanced_crossing_and_steadier_than_the_max
 def test_threshold_values_are_checked(value, ok, tmp_path):
     argv = ["--data", "x", "--output-dir", str(tmp_path), "--threshold", value]
     if ok:
-        assert train.parse_args(argv).threshold == value
+        assert training.parse_args(argv).threshold == value
     else:
         with pytest.raises(SystemExit):
-            train.parse_args(argv)
+            training.parse_args(argv)
     for text in (f"'{value}'", value):  # quoted and plain YAML (a plain number arrives as a float)
         cfg = tmp_path / "c.yaml"
         cfg.write_text(f"threshold: {text}\n")
         if ok:
-            assert train.parse_args(["--config", str(cfg), "--data", "x", "--output-dir", str(tmp_path)]).threshold == value
+            assert training.parse_args(["--config", str(cfg), "--data", "x", "--output-dir", str(tmp_path)]).threshold == value
         else:
-            with pytest.raises(train.ConfigError, match="calibrated"):
-                train.parse_args(["--config", str(cfg), "--data", "x", "--output-dir", str(tmp_path)])
+            with pytest.raises(ConfigError, match="calibrated"):
+                training.parse_args(["--config", str(cfg), "--data", "x", "--output-dir", str(tmp_path)])
 
 
 def test_frozen_batchnorm_stays_in_eval_mode():
@@ -180,12 +195,12 @@ def test_frozen_batchnorm_stays_in_eval_mode():
 
     m = load_model("tf_efficientnet_lite0", num_classes=3, pretrained=False)
     freeze(m, "linear_probe")
-    train.set_train_mode(m)
+    training.set_train_mode(m)
     bns = [mod for mod in m.modules() if isinstance(mod, torch.nn.BatchNorm2d)]
     assert bns and not any(b.training for b in bns)
     assert m.get_classifier().training
     freeze(m, "none")
-    train.set_train_mode(m)
+    training.set_train_mode(m)
     assert all(b.training for b in bns)
 
 
@@ -327,19 +342,19 @@ def test_resume_after_sigkill_matches_uninterrupted_run(data_dir, tmp_path):
 
 
 def test_saved_train_config_reproduces_the_run_config(tmp_path):
-    a = train.parse_args(["--config", str(ROOT / "trainers/configs/styles10_offline.yaml"), "--output-dir", str(tmp_path),
+    a = training.parse_args(["--config", str(ROOT / "trainers/configs/styles10_offline.yaml"), "--output-dir", str(tmp_path),
                           "--epochs", "3"])
-    saved = train.save_config(a, tmp_path / "train_config.yaml")
-    b = train.parse_args(["--config", str(saved)])
+    saved = save_config(a, tmp_path / "train_config.yaml")
+    b = training.parse_args(["--config", str(saved)])
     assert {k: v for k, v in vars(b).items() if k != "config"} == {k: v for k, v in vars(a).items() if k != "config"}
 
 
 def test_step_schedule_halves_every_n_epochs_and_onecycle_runs():
     p = [torch.nn.Parameter(torch.zeros(2))]
-    a = train.parse_args(["--data", "x", "--output-dir", "o", "--schedule", "step", "--step-epochs", "2",
+    a = training.parse_args(["--data", "x", "--output-dir", "o", "--schedule", "step", "--step-epochs", "2",
                           "--lr", "0.1", "--epochs", "6"])
-    opt = train.make_optimizer(a, p)
-    sched = train.make_scheduler(a, opt, steps_per_epoch=3)
+    opt = training.create_optimizer(a, p)
+    sched = training.create_scheduler(a, opt, steps_per_epoch=3)
     lrs = []
     for _ in range(6 * 3):
         lrs.append(opt.param_groups[0]["lr"])
@@ -347,9 +362,9 @@ def test_step_schedule_halves_every_n_epochs_and_onecycle_runs():
         sched.step()
     assert lrs[0] == pytest.approx(0.1) and lrs[6] == pytest.approx(0.05) and lrs[12] == pytest.approx(0.025)
     a.schedule, a.optimizer = "onecycle", "sgd"
-    opt = train.make_optimizer(a, p)
+    opt = training.create_optimizer(a, p)
     assert isinstance(opt, torch.optim.SGD)
-    sched = train.make_scheduler(a, opt, steps_per_epoch=3)
+    sched = training.create_scheduler(a, opt, steps_per_epoch=3)
     seen = []
     for _ in range(18):
         opt.step()
@@ -358,35 +373,73 @@ def test_step_schedule_halves_every_n_epochs_and_onecycle_runs():
     assert max(seen) == pytest.approx(0.1, rel=0.05) and seen[-1] < 0.01
 
 
+def test_training_factories_take_the_flags_a_dict_or_keywords():
+    """artlens.training's factories (what trainers/train.py runs), like timm's create_optimizer_v2."""
+    model = torch.nn.Linear(3, 2)
+    model.bias.requires_grad = False
+    args = training.parse_args(["--data", "x", "--output-dir", "o", "--optimizer", "sgd", "--lr", "0.05",
+                             "--momentum", "0.8", "--weight-decay", "1e-4"])
+    opt = training.create_optimizer(args, model)
+    assert type(opt) is torch.optim.SGD and len(opt.param_groups[0]["params"]) == 1  # the trainable weight only
+    g = opt.param_groups[0]
+    assert (g["lr"], g["momentum"], g["weight_decay"]) == (0.05, 0.8, 1e-4)
+    opt = training.create_optimizer({"optimizer": "adam", "lr": 0.01}, model.parameters(), lr=0.02)
+    assert type(opt) is torch.optim.Adam and opt.param_groups[0]["lr"] == 0.02
+    opt = training.create_optimizer(None, [model.weight])  # the trainer's defaults: AdamW 1e-3
+    assert type(opt) is torch.optim.AdamW and opt.param_groups[0]["lr"] == pytest.approx(1e-3)
+    with pytest.raises(training.ConfigError, match="lbfgs"):
+        training.create_optimizer(optimizer="lbfgs", params=[model.weight])
+    sched = training.create_scheduler({"schedule": "step", "epochs": 4, "step_epochs": 1, "step_gamma": 0.1},
+                                      opt, steps_per_epoch=2)
+    assert isinstance(sched, torch.optim.lr_scheduler.StepLR) and sched.step_size == 2 and sched.gamma == 0.1
+    assert isinstance(training.create_scheduler(args, opt, 5), torch.optim.lr_scheduler.CosineAnnealingLR)
+    assert training.create_scheduler(args, opt, 5).T_max == 5 * args.epochs
+
+
+def test_threshold_rules_live_beside_the_metrics():
+    import artlens.metrics as M
+
+    assert "choose_threshold" not in training.__all__ and not hasattr(training, "make_optimizer")
+    p = np.array([0.1, 0.2, 0.4, 0.45, 0.7, 0.8])
+    pos = np.array([False, False, False, True, True, True])
+    # the gap between 0.4 (highest negative) and 0.45 (lowest positive) separates the classes exactly
+    assert M.choose_threshold(p, pos) == pytest.approx(0.425)
+    assert M.choose_threshold(p, np.zeros(6, bool)) == 0.5 == M.calibrated_threshold(p, np.zeros(6, bool))
+    # symmetric logits around 0 on both sides: the balanced logistic fit crosses 0.5 at p = 0.5
+    z = np.array([-3.0, -2.0, -1.0, -0.5, 0.5, 1.0, 2.0, 3.0])
+    lab = np.array([False, False, True, False, True, False, True, True])
+    assert M.calibrated_threshold(1 / (1 + np.exp(-z)), lab) == pytest.approx(0.5, abs=1e-6)
+
+
 @pytest.mark.slow
 def test_sources_test_data_train_extra_and_composed_labels(data_dir, tmp_path):
     styles, ai, tmp_path = str(data_dir / "paintings_styles10"), str(data_dir / "ai_sd15_styles15"), str(tmp_path)
     two = Path(tmp_path) / "two.yaml"
     two.write_text("Expressionism: [Expressionism]\nImpressionism: [Impressionism]\n")
-    with pytest.raises(train.DataError, match="Abstract"):  # artnet5 leaves AI classes the training data lacks
-        train.load_dataset(train.parse_args(["--data", styles, "--test-data", ai, "--label-map", "artnet5",
+    with pytest.raises(DataError, match="Abstract"):  # artnet5 leaves AI classes the training data lacks
+        training.load_dataset(training.parse_args(["--data", styles, "--test-data", ai, "--label-map", "artnet5",
                                              "--output-dir", tmp_path, "--max-per-class", "2"]))
-    a = train.parse_args(["--data", styles, "--test-data", ai, "--label-map", str(two), "--output-dir", tmp_path,
+    a = training.parse_args(["--data", styles, "--test-data", ai, "--label-map", str(two), "--output-dir", tmp_path,
                           "--max-per-class", "6"])
-    ds, labels, fixed = train.load_dataset(a)
+    ds, labels, fixed = training.load_dataset(a)
     assert labels == ["Expressionism", "Impressionism"]
-    split = train.make_split(a, ds, fixed, Path(tmp_path), True)
+    split = training.make_split(a, ds, fixed, Path(tmp_path), True)
     paths = [im["path"] for im in ds["image"]]
     assert split["test"] and all("ai_sd15_styles15" in paths[i] for i in split["test"])
     assert not any("ai_sd15_styles15" in paths[i] for i in split["train"] + split["validation"])
     assert json.loads((Path(tmp_path) / "split.json").read_text())["test"]
 
-    b = train.parse_args(["--data", styles, "--train-extra", ai, "--label-map", "artnet5", "--output-dir", tmp_path,
+    b = training.parse_args(["--data", styles, "--train-extra", ai, "--label-map", "artnet5", "--output-dir", tmp_path,
                           "--max-per-class", "6"])
-    ds, labels, fixed = train.load_dataset(b)
-    split = train.make_split(b, ds, fixed, Path(tmp_path), True)
+    ds, labels, fixed = training.load_dataset(b)
+    split = training.make_split(b, ds, fixed, Path(tmp_path), True)
     paths = [im["path"] for im in ds["image"]]
     assert all("paintings_styles10" in paths[i] for i in split["test"] + split["validation"])
     assert sum("ai_sd15_styles15" in paths[i] for i in split["train"]) == sum(r == "train" for r in fixed.values()) > 0
 
-    c = train.parse_args(["--data", f"{styles},{ai}", "--compose-prefix", "human,AI", "--output-dir", tmp_path,
+    c = training.parse_args(["--data", f"{styles},{ai}", "--compose-prefix", "human,AI", "--output-dir", tmp_path,
                           "--max-per-class", "2"])
-    _, labels, _ = train.load_dataset(c)
+    _, labels, _ = training.load_dataset(c)
     assert "human_baroque" in labels and "AI_cubism" in labels and "AI_baroque" in labels
     assert len(labels) == 25  # 10 human styles + 15 AI movements
 

@@ -15,11 +15,9 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from artlens.config import parse_with_config, save_config  # noqa: E402
-from artlens.data import DataError, load_data, parse_perturbations  # noqa: E402
-from artlens.predict import Predictor, evaluate  # noqa: E402
+from artlens.config import parse_with_config, save_config
+from artlens.data import DataError, load_data, parse_perturbations
+from artlens.predict import Predictor, evaluate
 
 
 def parse_args(argv=None):

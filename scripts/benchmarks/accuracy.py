@@ -20,16 +20,11 @@ table is in its card (build_defaults.origin_robustness).
 """
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import build_defaults as B  # noqa: E402
-
+import build_defaults as B  # scripts/ is sys.path[0] under `python scripts/benchmark.py`
 
 TITLES = {"holdout_style": "artist-disjoint", "holdout_style_known": "stratified random 20%: new paintings by known painters",
           "holdout_artist": "stratified random 15%: new paintings by known painters",

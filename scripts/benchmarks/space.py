@@ -10,17 +10,12 @@ requests on /classify (every request must be answered).
 from __future__ import annotations
 
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from tests.space_helpers import make_space_models, start_space, stop_space  # noqa: E402
+from benchmarks.space_helpers import ROOT, make_space_models, start_space, stop_space  # scripts/ is on sys.path
 
 CLIENTS, REQUESTS = 8, 25
 

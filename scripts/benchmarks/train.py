@@ -1,8 +1,8 @@
 """Section "train": the cached-feature fast path against the plain Accelerate loop.
 
-Same run three ways, all through ``trainers/train.py``'s ``main``: a linear probe of the offline
-tf_efficientnet_lite0 on paintings_styles10 (30 paintings per style, stratified split, 224 px,
-no augmentation, 10 epochs, AdamW 3e-3, batch 32, seed 42):
+Same run three ways, each trained in this process (``artlens.training.train`` on ``trainers/train.py``'s
+flags): a linear probe of the offline tf_efficientnet_lite0 on paintings_styles10 (30 paintings per
+style, stratified split, 224 px, no augmentation, 10 epochs, AdamW 3e-3, batch 32, seed 42):
 
 - plain: every epoch runs the frozen backbone over every training and validation image;
 - cached, cold: the backbone runs once over all images (features written to the disk cache),
@@ -15,18 +15,15 @@ Wall times are the trainer's own ``feature_runtime_s`` (backbone pass for the ca
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def _run(argv: list) -> dict:
-    sys.path.insert(0, str(ROOT / "trainers"))
-    import train
+    from artlens import training
 
-    return train.main(train.parse_args([str(a) for a in argv]))
+    # in this process: its 2 torch threads and ARTLENS_CACHE
+    return training.train(training.parse_args([str(a) for a in argv]))
 
 
 def run(args) -> str:

@@ -1,5 +1,6 @@
-"""Shared by the Space tests (test_space*.py, test_browser.py) and scripts/benchmarks/space.py:
-tiny untrained model folders with the real label sets, and the app started as a user starts it."""
+"""Shared by the Space tests (test_space*.py, test_browser.py, test_wheel.py) and scripts/benchmarks/space.py:
+tiny untrained model folders with the real label sets, and the app started as a user starts it
+(``python spaces/artlens/app.py``, the thin file a Hugging Face Space runs; the app is artlens.space)."""
 from __future__ import annotations
 
 import os
@@ -10,7 +11,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "spaces" / "artlens" / "app.py"
 
 
@@ -44,10 +45,11 @@ def free_port() -> int:
 
 
 def start_space(models: dict | None = None, examples=None, log_path=None, timeout: float = 180.0,
-                extra_env: dict | None = None):
-    """``python spaces/artlens/app.py`` on 127.0.0.1 and a free port. Returns (process, url, seconds to ready)."""
+                extra_env: dict | None = None, command: list | None = None, cwd=ROOT):
+    """``python spaces/artlens/app.py`` (or ``command``, which takes the same flags, e.g. ``artlens space``)
+    on 127.0.0.1 and a free port. Returns (process, url, seconds to ready)."""
     port = free_port()
-    cmd = [sys.executable, str(APP), "--host", "127.0.0.1", "--port", str(port)]
+    cmd = list(command or [sys.executable, str(APP)]) + ["--host", "127.0.0.1", "--port", str(port)]
     for task, path in (models or {}).items():
         cmd += [f"--{task}", str(path)]
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="2",
@@ -57,7 +59,7 @@ def start_space(models: dict | None = None, examples=None, log_path=None, timeou
         env["ARTLENS_EXAMPLES"] = str(examples)
     log = open(log_path or os.devnull, "w")
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=str(cwd), env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     while True:
         if proc.poll() is not None:
