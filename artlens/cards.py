@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .offline import OFFLINE_WEIGHTS, install_hint
+
 __all__ = ["render_model_card", "render_dataset_card", "MODEL_CARD_TEMPLATE"]
 
 _ROOT = Path(__file__).resolve().parent
@@ -53,7 +55,6 @@ def render_model_card(out_path, *, model_name: str, architecture: str, label_nam
         tags=["image-classification", "timm", "artlens", "art", "paintings"] + list(tags or []),
         base_model=base, datasets=hub_datasets or None, model_name=model_name, eval_results=eval_results,
     )
-    from .offline import OFFLINE_WEIGHTS, install_hint
 
     backbone = pretrained_cfg.get("artlens_backbone")
     names = list(label_names)

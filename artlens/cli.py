@@ -9,8 +9,15 @@ import argparse
 import json
 import sys
 
+from .config import save_config
+from .data import parse_perturbations
 from .errors import ArtlensError
-from .images import ImageError
+from .explain import METHODS, ExplainError, explain_batch, faithfulness, layer_names, overlay, save_png
+from .export import push_to_hub, save_model_folder
+from .images import ImageError, list_images
+from .models import load_model
+from .predict import Predictor, evaluate
+from .space import add_arguments, run
 
 # every error a user can cause derives from ArtlensError; its message names the problem and the fix
 USER_ERRORS = (ArtlensError, FileNotFoundError)
@@ -29,9 +36,6 @@ def add_predict_parser(sub):
 
 
 def cmd_predict(args) -> int:
-    from .images import list_images
-    from .predict import Predictor
-
     files = list_images(args.images)
     if not files:
         raise ImageError(f"no images found in {' '.join(args.images)}")
@@ -81,9 +85,6 @@ def add_evaluate_parser(sub):
 
 
 def cmd_evaluate(args) -> int:
-    from .data import parse_perturbations
-    from .predict import Predictor, evaluate
-
     pert = parse_perturbations([args.perturb])[0] if args.perturb else None
     m = evaluate(Predictor(args.model, tta=args.tta), args.data, max_per_class=args.max_per_class,
                  perturbation=pert, split=args.split)
@@ -108,9 +109,6 @@ def add_export_parser(sub):
 def cmd_export(args) -> int:
     import torch
 
-    from .export import push_to_hub, save_model_folder
-    from .models import load_model
-
     out = save_model_folder(load_model(args.model), args.out, dtype=torch.float16 if args.fp16 else None)
     print(out)
     if args.push_to_hub:
@@ -127,8 +125,6 @@ def add_push_parser(sub):
 
 
 def cmd_push(args) -> int:
-    from .export import push_to_hub
-
     print(push_to_hub(args.folder, args.repo_id, private=args.private, token=args.token))
     return 0
 
@@ -136,8 +132,6 @@ def cmd_push(args) -> int:
 # ---------------------------------------------------------------- explain
 
 def add_explain_parser(sub):
-    from .explain import METHODS
-
     p = sub.add_parser("explain", help="heat maps: what the model looked at (Grad-CAM family, LIME)",
                        description="Writes one overlay PNG per image (and layer) and explanations.json with the "
                                    "numbers: prediction, target, score, where the heat is, and optionally the "
@@ -166,11 +160,6 @@ def cmd_explain(args) -> int:
     from pathlib import Path
 
     import torch
-
-    from .config import save_config
-    from .explain import METHODS, ExplainError, explain_batch, faithfulness, layer_names, overlay, save_png
-    from .images import list_images
-    from .models import load_model
 
     try:
         methods = [m.strip().lower() for m in args.method.split(",") if m.strip()]
@@ -231,14 +220,10 @@ def cmd_explain(args) -> int:
 # ---------------------------------------------------------------- space
 
 def add_space_parser(sub):
-    from .space import add_arguments  # the Space's one copy of its flags
-
     add_arguments(sub.add_parser("space", help="run the Gradio Space locally (artlens.space; = python spaces/artlens/app.py)"))
 
 
 def cmd_space(args) -> int:
-    from .space import run
-
     run(style=args.style, artist=args.artist, origin=args.origin, examples=args.examples,
         host=args.host, port=args.port, share=args.share)
     return 0

@@ -20,7 +20,7 @@ from PIL import Image, ImageOps
 from torch import nn
 
 from .errors import ArtlensError
-from .images import IMAGE_EXTENSIONS, open_image
+from .images import IMAGE_EXTENSIONS, list_images, open_image
 
 __all__ = [
     "DataError", "data_config", "eval_transform", "train_transform", "AUGMENTATIONS",
@@ -465,8 +465,6 @@ def load_labelled_folders(paths: Sequence[str | os.PathLike], labels: Sequence[s
     Same columns as :func:`load_data` (``image`` undecoded, ``label``, ``group`` from file names).
     """
     import datasets
-
-    from .images import list_images
 
     if len(paths) != len(labels):
         raise DataError(f"{len(paths)} folders but {len(labels)} labels; give one label per folder")

@@ -13,7 +13,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .models import BlockTokens, ModelError, fold_head, read_config, set_label_names
+from .cards import render_model_card
+from .metrics import save_metrics
+from .models import BlockTokens, ModelError, _classifier_name, fold_head, load_model, read_config, set_label_names
 from .models import label_names as model_label_names
 
 __all__ = ["save_model_folder", "push_to_hub", "model_config"]
@@ -58,8 +60,6 @@ def _atomic_json(path: Path, obj) -> None:
 
 def _head_state(model: nn.Module, backbone: str) -> dict:
     """The classifier's tensors, after checking that every other tensor is ``backbone``'s pretrained one."""
-    from .models import _classifier_name, load_model
-
     ref = load_model(backbone).state_dict()
     if isinstance(model, BlockTokens):
         for k, v in model.backbone.state_dict().items():
@@ -87,9 +87,6 @@ def save_model_folder(model: nn.Module, out_dir, label_names: Sequence[str] | No
     it; ``artlens export <folder> <out>`` writes the whole model.
     """
     from safetensors.torch import save_file
-
-    from .cards import render_model_card
-    from .metrics import save_metrics
 
     if isinstance(model, BlockTokens) and not backbone:
         raise ModelError("this model reads several blocks of its ViT (artlens.models.BlockTokens, the origin "

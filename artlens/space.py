@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .detect import GENERATOR_NAMES
+from .detect import GENERATOR_NAMES, trust_note
 from .explain import CAM_METHODS, REGISTRY, ExplainError, explain, overlay
 from .images import ImageError, list_images, open_image
 from .models import ModelError
@@ -80,8 +80,6 @@ verdict it also names the generator it was trained on that the picture looks mos
 
 def origin_note(pred: Predictor) -> str:
     """ORIGIN_NOTE with what the running detector has seen and its measured rates (its evaluation.json)."""
-    from .detect import trust_note
-
     folder = pred.ref[len("local-dir:"):] if pred.ref.startswith("local-dir:") else None
     ev = Path(folder) / "evaluation.json" if folder else None
     seen = trust_note(json.loads(ev.read_text())) if ev and ev.is_file() else ""

@@ -19,6 +19,7 @@ import unicodedata
 from pathlib import Path
 from typing import Sequence
 
+from .cards import render_dataset_card
 from .errors import ArtlensError
 
 __all__ = [
@@ -287,8 +288,6 @@ def write_synthetic_card(out_dir: str | os.PathLike, recipe: dict, settings: dic
                          template_path: str | os.PathLike | None = None) -> Path:
     """``README.md`` of a generated imagefolder, from ``dataset_cards/synthetic_template.md``."""
     from collections import Counter
-
-    from .cards import render_dataset_card
 
     counts = Counter(r["label"] for r in rows)
     model = settings["model"]

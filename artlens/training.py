@@ -27,9 +27,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import data as D
 from .config import ConfigError, parse_with_config, save_config
 from .data import DataError
-from .metrics import calibrated_threshold, choose_threshold
+from .export import push_to_hub, save_model_folder
+from .features import extract_features
+from .metrics import calibrated_threshold, choose_threshold, compute_metrics, save_metrics
+from .models import Tail, freeze, load_model, set_head
+from .predict import TTA_VIEWS
 
 __all__ = ["build_parser", "parse_args", "str2bool", "optional_int", "optional_str", "threshold_arg",
            "create_optimizer", "create_scheduler", "label_map_path", "load_dataset", "make_split", "set_train_mode",
@@ -208,8 +213,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 # ---------------------------------------------------------------- data
 
 def _load_one(args, data, prefix=None):
-    from . import data as D
-
     ds = D.load_data(data, image_column=args.image_column, label_column=args.label_column,
                      split=args.dataset_split, group_column=args.group_column)
     if args.label_map:
@@ -244,8 +247,6 @@ def load_dataset(args):
     "train" and of ``--test-data`` rows to "test"; the other rows are split by ``--split``.
     """
     import datasets
-
-    from . import data as D
 
     data = _as_list(args.data)
     prefixes = _as_list(args.compose_prefix)
@@ -283,8 +284,6 @@ def load_dataset(args):
 def make_split(args, ds, fixed: dict, out: Path, is_main: bool) -> dict:
     """Row indices of train/validation/test: ``--split-file``, else ``--split`` of the rows ``fixed`` leaves
     free plus the fixed ones; written to ``out/split.json`` by the main process."""
-    from . import data as D
-
     if args.split_file:
         split = D.load_split(args.split_file, ds)
     else:
@@ -421,13 +420,6 @@ def train(args: argparse.Namespace) -> dict:
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, set_seed
     from tqdm.auto import tqdm
-
-    from . import data as D
-    from .export import push_to_hub, save_model_folder
-    from .features import extract_features
-    from .metrics import compute_metrics, save_metrics
-    from .models import Tail, freeze, load_model, set_head
-    from .predict import TTA_VIEWS
 
     out = Path(args.output_dir)
     from accelerate.state import AcceleratorState

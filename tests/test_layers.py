@@ -122,3 +122,18 @@ def test_every_error_class_derives_from_artlens_error():
             if isinstance(obj, type) and issubclass(obj, Exception) and obj.__module__ == mod.__name__:
                 found[f"{info.name}.{name}"] = issubclass(obj, ArtlensError)
     assert len(found) >= 7 and [k for k, ok in found.items() if not ok] == []
+
+
+def test_in_package_imports_sit_at_the_top_of_the_file():
+    """Lazy imports are for heavy optional third-party packages only; artlens modules are imported at the
+    top (or under ``if TYPE_CHECKING:``), so the layer a file depends on is visible where it starts."""
+    bad = []
+    for f in PKG.rglob("*.py"):
+        tree = ast.parse(f.read_text(), str(f))
+        top = {id(n) for n in tree.body}
+        top |= {id(n) for node in tree.body if isinstance(node, ast.If) for n in node.body}  # TYPE_CHECKING
+        for node in ast.walk(tree):
+            relative = isinstance(node, ast.ImportFrom) and (node.level > 0 or (node.module or "").startswith("artlens"))
+            if relative and id(node) not in top:
+                bad.append(f"{f.relative_to(ROOT)}:{node.lineno}")
+    assert bad == []
