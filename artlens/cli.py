@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 
+from . import space
 from .config import save_config
 from .data import parse_perturbations
 from .errors import ArtlensError
@@ -17,7 +18,6 @@ from .export import push_to_hub, save_model_folder
 from .images import ImageError, list_images
 from .models import load_model
 from .predict import Predictor, evaluate
-from .space import add_arguments, run
 
 # every error a user can cause derives from ArtlensError; its message names the problem and the fix
 USER_ERRORS = (ArtlensError, FileNotFoundError)
@@ -220,12 +220,12 @@ def cmd_explain(args) -> int:
 # ---------------------------------------------------------------- space
 
 def add_space_parser(sub):
-    add_arguments(sub.add_parser("space", help="run the Gradio Space locally (artlens.space; = python spaces/artlens/app.py)"))
+    space.add_arguments(sub.add_parser("space", help="run the Gradio Space locally (artlens.space; = python spaces/artlens/app.py)"))
 
 
 def cmd_space(args) -> int:
-    run(style=args.style, artist=args.artist, origin=args.origin, examples=args.examples,
-        host=args.host, port=args.port, share=args.share)
+    space.run(style=args.style, artist=args.artist, origin=args.origin, examples=args.examples,
+              host=args.host, port=args.port, share=args.share)
     return 0
 
 
