@@ -34,7 +34,6 @@ from .export import push_to_hub, save_model_folder
 from .features import extract_features
 from .metrics import calibrated_threshold, choose_threshold, compute_metrics, save_metrics
 from .models import Tail, freeze, load_model, set_head
-from .predict import TTA_VIEWS
 
 __all__ = ["build_parser", "parse_args", "str2bool", "optional_int", "optional_str", "threshold_arg",
            "create_optimizer", "create_scheduler", "label_map_path", "load_dataset", "make_split", "set_train_mode",
@@ -470,7 +469,7 @@ def train(args: argparse.Namespace) -> dict:
             p.requires_grad = True
     size = int(D.data_config(model)["input_size"][-1])
     # validation and test rows come in groups of the prediction views, averaged as the predictor averages them
-    n_views = TTA_VIEWS[args.predict_tta] if args.cache_features and args.view_rows else 1
+    n_views = D.TTA_VIEWS[args.predict_tta] if args.cache_features and args.view_rows else 1
     crops = (5 if args.five_crop else 1) * n_views
     five = size if args.five_crop else None
     ev_bs = args.eval_batch_size or args.batch_size
