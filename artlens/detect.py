@@ -105,7 +105,7 @@ def origin_images(data: str | Path) -> list[OriginImage]:
 
 # the keys of the detector's recipe (trainers/configs/default_origin.yaml), all required
 RECIPE_KEYS = ("model", "blocks", "tokens", "canonical_size", "canonical_quality", "C", "max_error",
-               "test_fraction", "seed")
+               "per_source", "test_fraction", "seed")
 
 
 def read_recipe(path: str | Path) -> dict:
@@ -247,21 +247,40 @@ def _weighted_error(p, is_ai, w, t, side):
     return float(w[wrong].sum() / tot) if tot > 0 else 0.0
 
 
-def choose_band(p: np.ndarray, rows: Sequence[OriginImage], max_error: float = 0.02) -> tuple[float, float]:
+def _source_rates(p, sources, t, side):
+    """The share of each source in ``sources`` (name -> its scores) that gets the ``side`` verdict at
+    threshold ``t``."""
+    return [float((q >= t).mean() if side == "ai" else (q < t).mean()) for q in sources.values()]
+
+
+def choose_band(p: np.ndarray, rows: Sequence[OriginImage], max_error: float = 0.02,
+                per_source: bool = True) -> tuple[float, float]:
     """``(lo, hi)``: p(ai) >= hi is ``ai``, p(ai) < lo is ``human``, in between ``undecided``.
 
     Chosen so that each firm verdict is wrong at most ``max_error`` of the time on ``p`` (out-of-fold
     scores), with every source weighted as in :func:`balanced_weights` (human and AI equally likely,
     every generator and human source alike): ``hi`` is the lowest threshold whose ``ai`` verdicts
     (p >= hi) are wrong at most that often, ``lo`` the highest whose ``human`` verdicts (p < lo) are.
+    ``per_source``: besides, no single human source may be called AI, and no single generator called
+    human, more than ``max_error`` of the time (an average over sources would let one collection of
+    paintings be accused more often to spare another).
     """
     ok = ~np.isnan(p)
     p, rows = p[ok], [r for r, k in zip(rows, ok) if k]
     is_ai = np.array([r.origin == "ai" for r in rows])
     w = balanced_weights(rows)
     cand = np.unique(np.concatenate([p, [0.0, 1.0]]))
-    hi = next((float(t) for t in cand if _weighted_error(p, is_ai, w, t, "ai") <= max_error), 1.0)
-    lo = next((float(t) for t in cand[::-1] if _weighted_error(p, is_ai, w, t, "human") <= max_error), 0.0)
+    # the sources a verdict can wrong: human sources for "ai", generators for "human"
+    other = {side: {s: p[[i for i, r in enumerate(rows) if r.source == s]]
+                    for s in sorted({r.source for r in rows if r.origin != side})} for side in ("ai", "human")}
+
+    def fine(t, side):
+        if _weighted_error(p, is_ai, w, t, side) > max_error:
+            return False
+        return not per_source or max(_source_rates(p, other[side], t, side), default=0.0) <= max_error
+
+    hi = next((float(t) for t in cand if fine(t, "ai")), 1.0)
+    lo = next((float(t) for t in cand[::-1] if fine(t, "human")), 0.0)
     if lo > hi:  # the firm verdicts do not overlap in error: no undecided band is needed
         lo = hi = (lo + hi) / 2
     return lo, hi
@@ -337,7 +356,7 @@ def test_groups(rows: Sequence[OriginImage], fraction: float = 0.05, seed: int =
 
 
 def measure_and_fit(X: np.ndarray, rows: Sequence[OriginImage], C: float = 0.1, max_error: float = 0.02,
-                    test_fraction: float = 0.05, seed: int = 0, holdout: bool = True) -> dict:
+                    test_fraction: float = 0.05, seed: int = 0, holdout: bool = True, per_source: bool = True) -> dict:
     """Everything the shipped detector and its card need, from features ``X`` of ``rows``.
 
     - ``logo``: out-of-fold verdict rates per generator and human source (:func:`logo_folds`), at the
@@ -353,7 +372,7 @@ def measure_and_fit(X: np.ndarray, rows: Sequence[OriginImage], C: float = 0.1, 
 
     folds = logo_folds(rows, seed=seed)
     p = out_of_fold(X, rows, folds, C)
-    band = choose_band(p, rows, max_error)
+    band = choose_band(p, rows, max_error, per_source)
     ok = ~np.isnan(p)
     is_ai = np.array([r.origin == "ai" for r in rows])
     w = balanced_weights(rows)
@@ -361,7 +380,8 @@ def measure_and_fit(X: np.ndarray, rows: Sequence[OriginImage], C: float = 0.1, 
     cand = cand[(cand >= band[0]) & (cand <= band[1])] if band[1] > band[0] else np.array([band[0]])
     bal = [((p[ok & is_ai] >= t).mean() + (p[ok & ~is_ai] < t).mean()) / 2 for t in cand]
     threshold = float(cand[int(np.argmax(bal))])
-    out = {"band": [float(band[0]), float(band[1])], "threshold": threshold, "max_error": max_error, "C": C,
+    out = {"band": [float(band[0]), float(band[1])], "threshold": threshold, "max_error": max_error,
+           "per_source": bool(per_source), "C": C,
            "logo": band_rates(p, rows, band),
            "logo_auc": {f["name"]: float(roc_auc_score(is_ai[f["test"]], p[f["test"]])) for f in folds},
            "firm_error": {side: _weighted_error(p[ok], is_ai[ok], w[ok], band[1] if side == "ai" else band[0], side)

@@ -80,6 +80,26 @@ def test_choose_band_bounds_the_error_of_each_firm_verdict():
     assert lo2 == hi2
 
 
+def test_choose_band_spares_every_human_source_not_just_their_average():
+    # source "b" scores higher than "a": on the average over sources the ai threshold would accuse b's
+    # painters more than 2% of the time
+    rows = [detect.OriginImage(f"a{i}", "human", "a", f"a{i}") for i in range(1000)]
+    rows += [detect.OriginImage(f"b{i}", "human", "b", f"b{i}") for i in range(1000)]
+    rows += [detect.OriginImage(f"g{i}", "ai", "g", f"g{i}") for i in range(1000)]
+    rng = np.random.default_rng(0)
+    p = np.concatenate([rng.beta(1, 30, 1000), rng.beta(2, 12, 1000), rng.beta(6, 2, 1000)])
+    src = np.array([r.source for r in rows])
+    _, hi_avg = detect.choose_band(p, rows, 0.02, per_source=False)
+    assert (p[src == "b"] >= hi_avg).mean() > 0.02
+    lo, hi = detect.choose_band(p, rows, 0.02)
+    assert hi > hi_avg
+    for s in ("a", "b"):
+        assert (p[src == s] >= hi).mean() <= 0.02
+    assert (p[src == "g"] < lo).mean() <= 0.02
+    # the least strict threshold that does it: a little lower accuses b too often
+    assert (p[src == "b"] >= np.max(p[p < hi])).mean() > 0.02 or (p[src == "a"] >= np.max(p[p < hi])).mean() > 0.02
+
+
 def test_fit_linear_folds_the_standardisation_into_one_layer():
     from sklearn.linear_model import LogisticRegression
 
