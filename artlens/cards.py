@@ -1,19 +1,27 @@
-"""The one card renderer: model and dataset cards from the templates in model_cards/ and dataset_cards/,
-through huggingface_hub's ``ModelCard``/``DatasetCard`` classes (so the YAML metadata is validated)."""
+"""The one card renderer: model and dataset cards from the Jinja templates in the repository's ``model_cards/``
+and ``dataset_cards/`` (package data of an installed wheel, as ``artlens/model_cards`` and
+``artlens/dataset_cards``, so the wheel renders them too), through huggingface_hub's ``ModelCard``/``DatasetCard`` classes
+(so the YAML metadata is validated)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from .files import write_text
 from .offline import OFFLINE_WEIGHTS, install_hint
 
-__all__ = ["render_model_card", "render_dataset_card", "MODEL_CARD_TEMPLATE"]
+__all__ = ["render_model_card", "render_dataset_card", "MODEL_CARDS", "DATASET_CARDS", "MODEL_CARD_TEMPLATE"]
 
-_ROOT = Path(__file__).resolve().parent
-# In a source checkout the templates sit at the repo root; in an installed package, next to the module.
-MODEL_CARD_TEMPLATE = next((p for p in (_ROOT.parent / "model_cards" / "model_card.md",
-                                        _ROOT / "templates" / "model_card.md") if p.exists()),
-                           _ROOT.parent / "model_cards" / "model_card.md")
+def _templates(kind: str) -> Path:
+    """The folder of ``kind`` (``model_cards`` or ``dataset_cards``): inside the installed package, else the
+    checkout's top-level folder (an editable install)."""
+    here = Path(__file__).resolve().parent
+    return here / kind if (here / kind).is_dir() else here.parent / kind
+
+
+MODEL_CARDS = _templates("model_cards")
+DATASET_CARDS = _templates("dataset_cards")
+MODEL_CARD_TEMPLATE = MODEL_CARDS / "model_card.md"
 
 DEFAULT_LIMITATIONS = (
     "Trained on small sets of digitised paintings; labels such as styles are assigned per artist, "
@@ -23,12 +31,7 @@ DEFAULT_LIMITATIONS = (
 
 
 def _write(card, out_path: str | os.PathLike) -> Path:
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(str(card), encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    return write_text(out_path, str(card))
 
 
 def render_model_card(out_path, *, model_name: str, architecture: str, label_names, pretrained_cfg: dict,

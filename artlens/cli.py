@@ -15,6 +15,7 @@ from .data import parse_perturbations
 from .errors import ArtlensError
 from .explain import METHODS, ExplainError, explain_batch, faithfulness, layer_names, overlay, save_png
 from .export import push_to_hub, save_model_folder
+from .files import write_json
 from .images import ImageError, list_images
 from .models import load_model
 from .predict import Predictor, evaluate
@@ -66,6 +67,8 @@ def cmd_predict(args) -> int:
                     extra += f"\tverdict={r['verdict']} (undecided in {r['band'][0]:.2g}-{r['band'][1]:.3f})"
                 if r.get("generator"):
                     extra += f"\tgenerator={r['generator']}"
+                if r.get("known_style") is False:
+                    extra += "\tknown_style=false (none of the styles it knows)"
                 tops = ", ".join(f"{t['label']} {t['score']:.3f}" for t in r["top_k"])
                 print(f"{f}\t{r['label']}\t{r['score']:.3f}{extra}\t[{tops}]", flush=True)
     return status
@@ -156,7 +159,6 @@ def add_explain_parser(sub):
 
 
 def cmd_explain(args) -> int:
-    import os
     from pathlib import Path
 
     import torch
@@ -207,9 +209,7 @@ def cmd_explain(args) -> int:
                             rec.update({k: round(v, 6) for k, v in faithfulness(model, str(f), e).items()})
                         records.append(rec)
                         print(f"{f}\t{method}{' ' + layer if layer else ''}\t{e.label}\t{e.score:.3f}\t-> {png}", flush=True)
-        tmp = out / "explanations.json.tmp"
-        tmp.write_text(json.dumps(records, indent=1))
-        os.replace(tmp, out / "explanations.json")
+        write_json(out / "explanations.json", records, indent=1)
         save_config(args, out / "explain_config.yaml")
         return status
     except ExplainError as e:

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from .errors import ArtlensError
+from .files import write_text
 
 __all__ = ["ConfigError", "valid_keys", "config_defaults", "parse_with_config", "save_config"]
 
@@ -79,11 +80,6 @@ def save_config(args, path: str | os.PathLike) -> Path:
     """Write the resolved config (a Namespace or dict) as YAML, via a temporary file."""
     import yaml
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump({k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()},
-                                  sort_keys=False))
-    os.replace(tmp, path)
-    return path
+    return write_text(path, yaml.safe_dump({k: (str(v) if isinstance(v, Path) else v) for k, v in data.items()},
+                                           sort_keys=False))

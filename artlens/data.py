@@ -20,6 +20,7 @@ from PIL import Image, ImageOps
 from torch import nn
 
 from .errors import ArtlensError
+from .files import write_json
 from .images import IMAGE_EXTENSIONS, list_images, open_image
 
 __all__ = [
@@ -369,10 +370,7 @@ def save_split(split: dict, ds, path: str | os.PathLike) -> None:
     def key(i):
         p = ds[i]["image"].get("path")
         return os.path.basename(p) if p else i
-    payload = {part: [key(i) for i in idx] for part, idx in split.items()}
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    os.replace(tmp, path)
+    write_json(path, {part: [key(i) for i in idx] for part, idx in split.items()}, indent=1)
 
 
 def load_split(path: str | os.PathLike, ds) -> dict:

@@ -6,7 +6,6 @@ and, when given, the metrics files and the training config.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -14,6 +13,7 @@ import torch
 from torch import nn
 
 from .cards import render_model_card
+from .files import atomic_path, write_json, write_text
 from .metrics import save_metrics
 from .models import BlockTokens, ModelError, _classifier_name, fold_head, load_model, read_config, set_label_names
 from .models import label_names as model_label_names
@@ -50,12 +50,6 @@ def model_config(model: nn.Module, names: Sequence[str]) -> dict:
     if extra:
         out["artlens"] = json.loads(json.dumps(extra, default=list))
     return out
-
-
-def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def _head_state(model: nn.Module, backbone: str) -> dict:
@@ -104,25 +98,22 @@ def save_model_folder(model: nn.Module, out_dir, label_names: Sequence[str] | No
     state = _head_state(model, backbone) if backbone else model.state_dict()
     sd = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
           for k, v in state.items()}
-    tmp = out / "model.safetensors.tmp"
-    save_file(sd, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, out / "model.safetensors")
-    _atomic_json(out / "config.json", cfg)
+    with atomic_path(out / "model.safetensors") as tmp:
+        save_file(sd, str(tmp), metadata={"format": "pt"})
+    write_json(out / "config.json", cfg, default=str)
     if metrics:
         save_metrics(metrics, out, prefix="test")
     if train_config is not None:
         import yaml
 
-        tmp = out / "train_config.yaml.tmp"
-        tmp.write_text(yaml.safe_dump(train_config, sort_keys=False))
-        os.replace(tmp, out / "train_config.yaml")
+        write_text(out / "train_config.yaml", yaml.safe_dump(train_config, sort_keys=False))
     all_results = dict(results or {})
     if metrics:
         all_results.update({f"test_{k}": v for k, v in metrics.items()
                             if k in ("accuracy", "balanced_accuracy", "f1_macro", "precision_macro", "recall_macro", "n")})
     if "artlens_threshold" in model.pretrained_cfg:
         all_results["threshold"] = model.pretrained_cfg["artlens_threshold"]
-    _atomic_json(out / "all_results.json", all_results)
+    write_json(out / "all_results.json", all_results, default=str)
     fields = dict(card_fields or {})
     fields.setdefault("model_name", out.name)
     render_model_card(out / "README.md", architecture=cfg["architecture"], label_names=names,

@@ -16,7 +16,6 @@ import json
 import os
 import random
 import re
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -33,6 +32,7 @@ from .data import (
     source_view,
     tta_views,
 )
+from .files import atomic_path, atomic_write
 from .images import open_image
 from .models import TOKENS, block_tokens, load_model, pooled_features, trunk_features
 from .offline import cache_dir
@@ -59,14 +59,9 @@ def _model_fingerprint(model: nn.Module) -> dict:
     cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
     ref = {k: cfg.get(k) for k in ("architecture", "hf_hub_id", "source", "tag", "file")}
     ref["class"] = type(model).__name__
-    # a trained model folder changes when retrained: its weights file identifies it
-    src = getattr(model, "artlens_ref", None) or cfg.get("artlens_ref")
-    ref["ref"] = src
-    if src and str(src).startswith("local-dir:"):
-        w = Path(str(src)[len("local-dir:"):]) / "model.safetensors"
-        if w.exists():
-            st = w.stat()
-            ref["weights"] = [st.st_size, int(st.st_mtime)]
+    # always None (nothing sets a model reference here); the key stays so that feature caches
+    # already on disk keep their names
+    ref["ref"] = None
     # cheap identity of the backbone weights: a few sums over the state dict; the classifier is
     # left out (features do not depend on it, and a new head must not invalidate the cache)
     head = {id(p) for p in model.get_classifier().parameters()} if hasattr(model, "get_classifier") else set()
@@ -198,10 +193,8 @@ def extract_features(
     else:
         feats = torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, model.num_features), np.float32)
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.safetensors")
-        save_file({"features": np.ascontiguousarray(feats)}, str(tmp))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file({"features": np.ascontiguousarray(feats)}, str(tmp))
     return feats, labels
 
 
@@ -259,10 +252,8 @@ def image_tokens(model: nn.Module, files: Sequence[str | os.PathLike], canonical
             t = t.float().cpu().numpy().astype(np.float16)
             for i, arr in zip(idx, t):
                 if cache:
-                    paths[i].parent.mkdir(parents=True, exist_ok=True)
-                    tmp = paths[i].with_name(f"{paths[i].stem}.tmp{os.getpid()}.npy")
-                    np.save(tmp, arr)
-                    os.replace(tmp, paths[i])
+                    with atomic_write(paths[i], "wb") as f:
+                        np.save(f, arr)
                 else:
                     computed[i] = arr
     finally:

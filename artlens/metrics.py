@@ -6,12 +6,13 @@ scikit-learn does the arithmetic (``evaluate``'s Hub metric modules need network
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from .files import atomic_path, write_json
 
 __all__ = ["compute_metrics", "plot_confusion", "save_metrics", "choose_threshold", "calibrated_threshold"]
 
@@ -82,10 +83,9 @@ def plot_confusion(metrics: dict, path: str | os.PathLike, title: str | None = N
     ax.set_title(title or f"accuracy {metrics['accuracy']:.3f}, balanced {metrics['balanced_accuracy']:.3f}")
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 
@@ -93,10 +93,7 @@ def save_metrics(metrics: dict, out_dir: str | os.PathLike, prefix: str = "test"
     """Write ``<prefix>_metrics.json`` and ``<prefix>_confusion.png``; returns the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    js = out / f"{prefix}_metrics.json"
-    tmp = js.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2))
-    os.replace(tmp, js)
+    js = write_json(out / f"{prefix}_metrics.json", metrics)
     png = plot_confusion(metrics, out / f"{prefix}_confusion.png")
     return {"json": js, "png": png}
 

@@ -7,7 +7,8 @@ A reference (``ref``) is one of:
 - a Hub model: ``hf-hub:org/name`` or ``org/name``;
 - a timm architecture name (``resnet18``, ``tf_efficientnet_lite0``...). With ``pretrained=True``
   the weights come from the offline packages when they exist (``tf_efficientnet_lite0/1/2``,
-  ``vit_base_patch16_clip_quickgelu_224.openai``; see ``artlens.offline``), from the Hub otherwise.
+  ``vit_base_patch16_clip_quickgelu_224.openai``; see ``artlens.offline``), from the Hub otherwise (for the CLIP
+  tower, a Hub copy of the same de-quantised tensors, ``artlens.offline.TRAINING_COPIES``).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 
 from .errors import ArtlensError
-from .offline import OFFLINE_WEIGHTS, install_hint, offline_available, offline_state_dict
+from .offline import OFFLINE_WEIGHTS, TRAINING_COPIES, install_hint, offline_available, offline_state_dict
 
 __all__ = [
     "ModelError", "DEFAULT_MODELS", "resolve_ref", "load_model", "label_names", "set_label_names",
@@ -105,7 +106,7 @@ def load_model(
     backbone = _artlens_settings(name).get("artlens_backbone") if name.startswith("local-dir:") else None
     if backbone:
         model = _load_head_only(Path(name[len("local-dir:"):]), backbone, pretrained, **kwargs)
-    elif pretrained and offline_available(name):
+    elif pretrained and (offline_available(name) or name in TRAINING_COPIES):
         model = timm.create_model(name, pretrained=False, **kwargs)
         model.load_state_dict(offline_state_dict(name, timm.create_model(name).state_dict()))
         model.pretrained_cfg = dict(model.pretrained_cfg, source="offline-package")

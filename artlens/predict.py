@@ -90,6 +90,8 @@ class Predictor:
         self.canonical = cfg.get("artlens_canonical")
         self.generators = list(cfg.get("artlens_generators") or [])
         self.generator_min = float(cfg.get("artlens_generator_min") or 0.0)
+        # style models of artlens.paintings: below this top probability, "none of the styles it knows"
+        self.known_min = cfg.get("artlens_known_min")
         self.batch_size = batch_size
         folder = self.ref[len("local-dir:"):] if self.ref.startswith("local-dir:") else None
         readme = Path(folder) / "README.md" if folder else None
@@ -102,7 +104,8 @@ class Predictor:
         img = open_image(src)
         if not self.canonical:
             return img
-        problem = judge_problem(img)
+        # only a verdict (human or AI) is refused on an image with nothing to judge; a style is still the closest
+        problem = judge_problem(img) if self.threshold is not None else None
         if problem:
             name = src if isinstance(src, (str, os.PathLike)) else "this image"
             raise ImageError(f"{name}: {problem}")
@@ -129,9 +132,9 @@ class Predictor:
     def backbone_key(self) -> tuple | None:
         """Predictors with the same key run the same frozen backbone on the same views (see predict_together)."""
         backbone = self.model.pretrained_cfg.get("artlens_backbone")
-        if not backbone or isinstance(self.model, BlockTokens) or self.canonical:
+        if not backbone or isinstance(self.model, BlockTokens) or (self.canonical and self.threshold is not None):
             return None
-        return (backbone, str(self.tta), repr(self.transform))
+        return (backbone, str(self.tta), repr(self.transform), str(self.canonical))
 
     def results(self, probs: np.ndarray, top_k: int = 5, generator_probs: np.ndarray | None = None) -> list[dict]:
         k = max(1, min(top_k, len(self.labels)))
@@ -144,6 +147,8 @@ class Predictor:
                 "top_k": [{"label": self.labels[i], "score": float(p[i])} for i in order],
                 "probs": {lab: float(v) for lab, v in zip(self.labels, p)},
             }
+            if self.known_min is not None:
+                r["known_style"] = bool(p[order[0]] >= float(self.known_min))
             if self.threshold is not None and self.positive in self.labels and len(self.labels) == 2:
                 pp = float(p[self.labels.index(self.positive)])
                 other = next(lab for lab in self.labels if lab != self.positive)
@@ -180,7 +185,8 @@ def predict_together(predictors: Sequence[Predictor], images: Sequence, top_k: i
             out[idx[0]] = predictors[idx[0]].predict(images, top_k)
             continue
         lead = predictors[idx[0]]
-        probs = predict_probs(lead.model, images, lead.batch_size, lead.tta, lead.transform,
+        shown = [lead.prepare(im) for im in images] if lead.canonical else images
+        probs = predict_probs(lead.model, shown, lead.batch_size, lead.tta, lead.transform,
                               heads=[predictors[i].model.get_classifier() for i in idx])
         for i, pr in zip(idx, probs):
             out[i] = predictors[i].results(pr, top_k)

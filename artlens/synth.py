@@ -19,8 +19,9 @@ import unicodedata
 from pathlib import Path
 from typing import Sequence
 
-from .cards import render_dataset_card
+from .cards import DATASET_CARDS, render_dataset_card
 from .errors import ArtlensError
+from .files import atomic_write, write_bytes, write_json
 
 __all__ = [
     "SynthError", "load_recipe", "build_jobs", "stable_seed", "slug", "load_pipeline", "generate",
@@ -28,8 +29,7 @@ __all__ = [
     "write_synthetic_card", "push_dataset", "METADATA_COLUMNS", "SYNTHETIC_CARD_TEMPLATE",
 ]
 
-_ROOT = Path(__file__).resolve().parent
-SYNTHETIC_CARD_TEMPLATE = _ROOT.parent / "dataset_cards" / "synthetic_template.md"
+SYNTHETIC_CARD_TEMPLATE = DATASET_CARDS / "synthetic_template.md"
 # settings that change the pixels of an image with a given seed: a resumed run must use the same ones
 GENERATION_KEYS = ("model", "scheduler", "steps", "guidance", "width", "height", "batch_size", "dtype", "seed")
 METADATA_COLUMNS = ("file_name", "label", "artist", "style", "motif", "template", "prompt", "negative_prompt",
@@ -165,10 +165,7 @@ def check_settings(out_dir: str | os.PathLike, settings: dict, overwrite: bool =
             raise SynthError(
                 f"{out_dir} was generated with other settings {diff} (old, new); resume with the same settings, "
                 f"choose another --output-dir, or pass --overwrite to regenerate everything")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"settings": new}, indent=2))
-    os.replace(tmp, path)
+    write_json(path, {"settings": new})
 
 
 # ---------------------------------------------------------------- pipeline and generation
@@ -243,10 +240,7 @@ def generate(pipe, jobs: Sequence[dict], out_dir: str | os.PathLike, steps: int 
             path = out / job["file_name"]
             if path.exists():
                 continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_bytes(_png_bytes(img))
-            os.replace(tmp, path)
+            write_bytes(path, _png_bytes(img))
             written += 1
     return written
 
@@ -257,17 +251,15 @@ def write_metadata(jobs: Sequence[dict], out_dir: str | os.PathLike, settings: d
     """``metadata.csv`` (the imagefolder convention: ``file_name`` first) for every image on disk."""
     out = Path(out_dir)
     path = out / "metadata.csv"
-    tmp = path.with_name(".metadata.csv.tmp")
     extra = {"model_id": settings["model"], "scheduler": settings.get("scheduler_name") or settings.get("scheduler"),
              "steps": settings["steps"], "guidance": settings["guidance"], "width": settings["width"],
              "height": settings["height"]}
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_write(path, newline="") as f:
         w = csv.DictWriter(f, fieldnames=METADATA_COLUMNS)
         w.writeheader()
         for j in jobs:
             if (out / j["file_name"]).exists():
                 w.writerow({**{k: j[k] for k in METADATA_COLUMNS if k in j}, **extra})
-    os.replace(tmp, path)
     return path
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from .config import ConfigError, parse_with_config, save_config
 from .data import DataError
 from .export import push_to_hub, save_model_folder
 from .features import extract_features
+from .files import atomic_path, write_json
 from .metrics import calibrated_threshold, choose_threshold, compute_metrics, save_metrics
 from .models import Tail, freeze, load_model, set_head
 
@@ -391,20 +391,13 @@ def predict_loader(module, loader, accelerator, crops: int = 1, desc: str = "eva
     return probs, ys
 
 
-def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
-
-
 def save_weights(module: nn.Module, path: Path) -> None:
     """The module's state dict as safetensors, via a temporary file (a kill never leaves half a file)."""
     from safetensors.torch import save_file
 
     sd = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(sd, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(sd, str(tmp))
 
 
 # ---------------------------------------------------------------- the run
@@ -603,7 +596,7 @@ def train(args: argparse.Namespace) -> dict:
         accelerator.save_state(str(ckpt / name))
         state.update(epoch=epoch, checkpoint=name)
         if is_main:
-            _atomic_json(state_path, state)
+            write_json(state_path, state, default=str)
             for old in ckpt.glob("epoch_*"):
                 if old.name != name:
                     shutil.rmtree(old, ignore_errors=True)
@@ -662,7 +655,7 @@ def train(args: argparse.Namespace) -> dict:
         card = {"model_name": args.model_name or out.name, "base_model": str(args.model), "summary": args.summary}
         save_model_folder(model, out, label_names=labels, metrics=metrics, train_config=vars(args),
                           datasets=datasets or None, card_fields=card, results=results)
-        _atomic_json(out / "history.json", state["history"])
+        write_json(out / "history.json", state["history"], default=str)
         if not args.keep_checkpoints:
             shutil.rmtree(ckpt, ignore_errors=True)
         if args.push_to_hub:

@@ -2,7 +2,7 @@
 """Run the measured benchmarks and write their tables to docs/benchmarks.md.
 
     python scripts/benchmark.py                 # every section
-    python scripts/benchmark.py --only explain  # one section (train, explain, space, accuracy)
+    python scripts/benchmark.py --only explain  # one section (train, explain, space, accuracy, quantisation)
 
 Each section lives in scripts/benchmarks/<name>.py with ``run(args) -> str`` (a markdown table;
 ``import benchmarks.<name>`` works as Python puts this script's folder, scripts/, first on sys.path);
@@ -17,8 +17,10 @@ import platform
 import time
 from pathlib import Path
 
+from artlens.files import write_text
+
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("train", "explain", "space", "accuracy")
+SECTIONS = ("train", "explain", "space", "accuracy", "quantisation")
 DOC = ROOT / "docs" / "benchmarks.md"
 HEADER = "# Benchmarks\n\nMeasured by `python scripts/benchmark.py` (sections re-run with `--only NAME`).\n"
 
@@ -31,10 +33,7 @@ def write_section(name: str, body: str, doc: Path = DOC) -> None:
         text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    tmp = doc.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, doc)
+    write_text(doc, text)
 
 
 def main(argv=None):
@@ -42,7 +41,7 @@ def main(argv=None):
     p.add_argument("--only", nargs="*", choices=SECTIONS, default=None)
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     p.add_argument("--work-dir", default=None,
-                   help="accuracy: reuse the trainer runs in this folder (make defaults: build/defaults), train the missing ones there")
+                   help="accuracy: keep the perturbed copies in this folder (make defaults: build/defaults)")
     p.add_argument("--quick", action="store_true", help="small sizes, to check the code runs (tables marked as quick)")
     args = p.parse_args(argv)
     for name in args.only or SECTIONS:

@@ -26,6 +26,7 @@ import yaml
 
 from artlens.config import parse_with_config, save_config
 from artlens.data import DataError, load_data, split_data
+from artlens.files import write_json, write_text
 
 TRAININGS = ("real", "synthetic", "real+synthetic")
 TESTS = ("real", "synthetic")
@@ -117,13 +118,6 @@ def build_folders(work: Path, real, synthetic, splits: dict) -> dict:
     return names
 
 
-def write_split(path: Path, parts: dict) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(parts, indent=1))
-    os.replace(tmp, path)
-    return path
-
-
 def to_markdown(table: dict, counts: dict, metric: str = "accuracy") -> str:
     head = "| trained on \\ tested on | " + " | ".join(f"{t} (n={counts[t]})" for t in TESTS) + " |\n"
     head += "|---|" + "---|" * len(TESTS) + "\n"
@@ -159,7 +153,7 @@ def main(args) -> dict:
     for tr in TRAININGS:
         doms = ["real", "synthetic"] if tr == "real+synthetic" else [tr]
         parts = {part: sorted(n for d in doms for n in names[(d, part)]) for part in ("train", "validation", "test")}
-        split_files[tr] = write_split(work / f"split_{tr.replace('+', '_')}.json", parts)
+        split_files[tr] = write_json(work / f"split_{tr.replace('+', '_')}.json", parts, indent=1)
 
     # ---- three models, one recipe
     from artlens import training
@@ -235,9 +229,7 @@ def main(args) -> dict:
           + "\nMajority-class baseline: " + ", ".join(f"{t} {chance[t]:.3f}" for t in TESTS) + "\n")
     save_config(args, out / "cross_domain_config.yaml")
     for name, text in (("cross_domain.md", md), ("cross_domain.json", json.dumps(result, indent=2, default=str))):
-        tmp = out / (name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
+        write_text(out / name, text)
     print(md)
     return result
 

@@ -26,24 +26,24 @@ import argparse
 import csv
 import hashlib
 import io
-import json
-import os
 import sys
 from collections import Counter
 from pathlib import Path
 
 import yaml
 
+from artlens.cards import DATASET_CARDS
 from artlens.config import parse_with_config, save_config
 from artlens.data import DataError, group_from_filename, split_data
+from artlens.files import atomic_path, write_json
 from artlens.images import IMAGE_EXTENSIONS, ImageError, open_image
 from artlens.synth import slug
 
 ROOT = Path(__file__).resolve().parents[1]
 
 COLUMNS = ("style", "artist", "origin", "generator", "source")
-PREPARED_TEMPLATE = ROOT / "dataset_cards" / "prepared_template.md"
-FOLDER_TEMPLATE = ROOT / "dataset_cards" / "imagefolder_template.md"
+PREPARED_TEMPLATE = DATASET_CARDS / "prepared_template.md"
+FOLDER_TEMPLATE = DATASET_CARDS / "imagefolder_template.md"
 SOURCE_KEYS = ("path", "origin", "label", "generator", "source", "license", "name")
 
 
@@ -229,12 +229,6 @@ def _size_category(n: int) -> str:
     return "n>1M"
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 # ---------------------------------------------------------------- main
 
 def prepare(args) -> dict:
@@ -299,9 +293,8 @@ def prepare(args) -> dict:
         (out / "data").mkdir(exist_ok=True)
         for split, part in dd.items():
             final = out / "data" / f"{split}-00000-of-00001.parquet"
-            tmp = final.with_name(final.name + ".tmp")
-            part.to_parquet(str(tmp))
-            os.replace(tmp, final)
+            with atomic_path(final) as tmp:
+                part.to_parquet(str(tmp))
             split_bytes[split] = final.stat().st_size
     if "disk" in formats:
         dd.save_to_disk(str(out / "disk"))
@@ -330,7 +323,7 @@ def prepare(args) -> dict:
         sources=[{**s, "path": str(s["path"])} for s in sources], stats=stats, recipe=recipe,
         num_images=len(ds), num_duplicates=len(dups), num_exact=sum(1 for v in dups.values() if v[1] == "exact"),
         label_column=args.label_column, license=args.license)
-    _atomic_text(out / "duplicates.json", json.dumps(dup_report, indent=1))
+    write_json(out / "duplicates.json", dup_report, indent=1)
     save_config(args, out / "prepare_config.yaml")
     result = {"output_dir": str(out), "splits": {k: len(v) for k, v in dd.items()}, "duplicates": len(dups),
               "images": len(ds), "sources": [{k: (str(v) if k == "path" else v) for k, v in s.items()} for s in sources]}

