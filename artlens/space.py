@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .detect import GENERATOR_NAMES, trust_note
-from .explain import CAM_METHODS, REGISTRY, ExplainError, explain, overlay
+from .explain import REGISTRY, ExplainError, default_method, explain, overlay
 from .images import ImageError, list_images, open_image
 from .models import ModelError
 from .predict import Predictor, predict_together
@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # annotations only: gradio itself is imported by _gradio()
     import gradio as gr
 
 __all__ = ["build_app", "launch", "run", "main", "add_arguments", "load_predictors", "explain_models",
-           "classify", "detect", "explain_image", "preview", "verdict_text", "about_text", "example_files",
+           "classify", "style_note", "detect", "explain_image", "preview", "verdict_text", "about_text", "example_files",
            "MODEL_ENV", "EXAMPLES_ENV", "TASKS", "TOP_CLASS"]
 
 # read by artlens.models (no model flag: this variable, else the embedded default) and by example_files
@@ -88,9 +88,11 @@ def origin_note(pred: Predictor) -> str:
 
 DATA_NOTE = """
 ### The data behind the models
-- **Styles and artists**: digitised paintings (256 px crops) from the Kaggle set *Best Artworks of All
-  Time* (images from WikiArt): 10 styles of about 120 paintings each, 50 artists of up to 50 each.
-  Styles are assigned per artist, so a style answer says which training artists a painting resembles.
+- **Styles**: 17 styles from 5,458 paintings by 494 painters of two sources: the Kaggle set *Best
+  Artworks of All Time* (256 px crops; 10 styles of 2-5 painters each, assigned per painter) and WikiArt
+  (`wikiart_styles11`: 457 painters, style per painting; Pointillism counts as Post-Impressionism). When
+  its top probability is low, the style answer says the picture looks like none of the styles it knows.
+- **Artists**: the 50 painters of *Best Artworks of All Time*, 24-110 paintings each.
 - **Human or AI**: those paintings and 2,703 WikiArt paintings by 457 painters against 1,695 AI
   images of three generator families: Stable Diffusion 1.5 (Deliberate 2.0, DreamShaper 3.2), FLUX.1
   [dev] and DALL-E 2, every image brought to 224 px and JPEG q90 first.
@@ -142,14 +144,28 @@ def preview(path):
     return img, img
 
 
+def style_note(probs: dict | None) -> str:
+    """Words under the style answer when the model flags the picture as none of the styles it knows
+    (``known_style`` false in :func:`classify`'s probabilities: its top probability is below the rule
+    chosen on styles left out of training); empty otherwise."""
+    if not probs or probs.get("known_style") is not False:
+        return ""
+    return ("**None of the styles it knows.** This picture does not look like any style the model was "
+            "trained on; the list shows only the closest ones.")
+
+
 def classify(predictors, path):
-    """Style and artist: gr.Label dicts (the component shows the top 5) and every probability."""
+    """Style and artist: gr.Label dicts (the component shows the top 5) and every probability, with
+    ``known_style`` when the style model has a "none of these" rule (:func:`style_note` puts it in words)."""
     if path is None:
         return None, None, None
     img = _open(path)
     # the default models are classifiers on one frozen backbone: one backbone pass serves both
     style, artist = (r[0] for r in predict_together([predictors["style"], predictors["artist"]], [img]))
-    return style["probs"], artist["probs"], {"style": style["probs"], "artist": artist["probs"]}
+    both = {"style": style["probs"], "artist": artist["probs"]}
+    if "known_style" in style:
+        both["known_style"] = style["known_style"]
+    return style["probs"], artist["probs"], both
 
 
 def _pct(x: float) -> str:
@@ -213,7 +229,7 @@ def explain_image(models, path, model_name, method, target, progress=None):
         raise gr.Error(f"Unknown model '{model_name}'; choose one of {', '.join(models)}.")
     img = _open(path, DISPLAY_SIDE)
     kwargs = {}
-    if method in REGISTRY and not REGISTRY[method].takes_layer and progress is not None:
+    if method in REGISTRY and "progress" in REGISTRY[method].options and progress is not None:
         kwargs["progress"] = lambda f: progress(f, desc="LIME: scoring perturbed copies")
     try:
         exp = explain(models[model_name], img, method, target=None if target in (None, "", TOP_CLASS) else target,
@@ -221,10 +237,12 @@ def explain_image(models, path, model_name, method, target, progress=None):
     except ExplainError as e:
         raise gr.Error(str(e), title="Cannot explain this", print_exception=False) from None
     m = REGISTRY[exp.method]
-    what = ("heat = regions whose superpixels raise the probability most (green outlines: strongest for, "
-            "red: strongest against)" if not m.takes_layer else
-            "heat = where the class evidence sits in the last feature layer"
-            + ("" if m.class_specific else f"; {m.display_name} is not class-specific"))
+    what = {"lime": "heat = regions whose superpixels raise the probability most (green outlines: strongest for, "
+                    "red: strongest against)",
+            "rollout": "heat = patches whose attention, weighted by the class's gradient, carries the class "
+                       "evidence to the class token through all the blocks"}.get(
+        m.name, "heat = where the class evidence sits in the last feature layer"
+        + ("" if m.class_specific else f"; {m.display_name} is not class-specific"))
     info = (f"**{m.display_name}** for **{exp.label}** "
             f"({model_name} model, probability {exp.score:.1%}): {what}. The darkened border, if any, is the "
             f"part of the picture the model's centre crop does not see.")
@@ -303,6 +321,7 @@ def build_app(style=None, artist=None, origin=None, examples_dir=None, predictor
                     artist_out = gr.Label(num_top_classes=5, label="Artist (top 5)", elem_id="artist")
                 with gr.Accordion("All probabilities", open=False):
                     probs_out = gr.JSON(label="probabilities", elem_id="probs")
+                style_note_out = gr.Markdown(elem_id="style-note")
             with gr.Tab("Human or AI?", id="detect"):
                 verdict_out = gr.Markdown(elem_id="verdict")
                 # no heading: the verdict comes from the stored threshold, not from the larger bar
@@ -311,7 +330,8 @@ def build_app(style=None, artist=None, origin=None, examples_dir=None, predictor
             with gr.Tab("Explain", id="explain"):
                 with gr.Row():
                     model_in = gr.Radio(list(TASKS), value="style", label="Model", elem_id="explain-model")
-                    method_in = gr.Dropdown([(m.label, m.name) for m in REGISTRY.values()], value=CAM_METHODS[0],
+                    method_in = gr.Dropdown([(m.label, m.name) for m in REGISTRY.values()],
+                                            value=default_method(models["style"]),
                                             label="Method", elem_id="explain-method")
                     target_in = gr.Dropdown([TOP_CLASS] + predictors["style"].labels, value=TOP_CLASS,
                                             label="Class to explain", allow_custom_value=True, elem_id="explain-class")
@@ -324,17 +344,20 @@ def build_app(style=None, artist=None, origin=None, examples_dir=None, predictor
             with gr.Tab("About", id="about"):
                 gr.Markdown(about_text(predictors), elem_id="about")
 
-        outputs = [shown, painting, style_out, artist_out, probs_out, origin_out, verdict_out, overlay_out, explain_info]
+        outputs = [shown, painting, style_out, artist_out, probs_out, style_note_out, origin_out, verdict_out,
+                   overlay_out, explain_info]
         # Clear old answers first, so a bad upload never leaves the previous painting's results on screen.
         shown_ev = upload.change(lambda: [None] * len(outputs), None, outputs, queue=False,
                                  api_visibility="private", show_progress="hidden").then(
             preview, [upload], [shown, painting], api_visibility="private", show_progress="minimal")
+        # the words go in their own component, so /classify keeps its three plain outputs for API clients
         shown_ev.success(run_classify, [upload], [style_out, artist_out, probs_out], api_name="classify",
-                         concurrency_id="predict", concurrency_limit=2)
+                         concurrency_id="predict", concurrency_limit=2).then(
+            style_note, [probs_out], [style_note_out], api_visibility="private", show_progress="hidden")
         shown_ev.success(run_detect, [upload], [origin_out, verdict_out], api_name="detect",
                          concurrency_id="predict", concurrency_limit=2)
         model_in.change(class_choices, [model_in], [target_in], queue=False, api_visibility="private")
-        # LIME takes seconds to minutes: explanations queue on their own, one at a time, so they
+        # LIME takes seconds: explanations queue on their own, one at a time, so they
         # never hold up classification.
         explain_btn.click(run_explain, [upload, model_in, method_in, target_in], [overlay_out, explain_info],
                           api_name="explain", concurrency_id="explain", concurrency_limit=1)

@@ -15,8 +15,6 @@ class and the centroid / 3x3 grid of each map) and ``explain_dataset_config.yaml
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -34,6 +32,7 @@ from artlens.explain import (
     plot_class_maps,
     save_png,
 )
+from artlens.files import atomic_write, write_json
 from artlens.images import ImageError
 from artlens.models import ModelError, load_model
 
@@ -54,7 +53,7 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, default=64, help="side of the common square the maps are averaged on")
     p.add_argument("--max-per-class", type=int, default=30, help="images per class (random, seeded; 0 for all)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--num-samples", type=int, default=200, help="LIME: perturbed copies per image")
+    p.add_argument("--num-samples", type=int, default=48, help="LIME: perturbed copies per image")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--colormap", default="jet")
     p.add_argument("--out", default=None, help="output folder")
@@ -73,12 +72,6 @@ def parse_args(argv=None):
     return args
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def main(args) -> dict:
     import matplotlib.pyplot as plt
 
@@ -92,7 +85,9 @@ def main(args) -> dict:
     for ref, name in zip(args.model, names):
         model = load_model(ref)
         for method in args.method:
-            kw = {"layer": args.layer} if REGISTRY[method].takes_layer else {"num_samples": args.num_samples, "seed": args.seed}
+            spec = REGISTRY[method]
+            kw = {"layer": args.layer} if spec.takes_layer else {
+                k: v for k, v in {"num_samples": args.num_samples, "seed": args.seed}.items() if k in spec.options}
             counts: dict = {}
             maps = class_average_maps(model, ds, method, size=args.size, max_per_class=args.max_per_class or None,
                                       target=args.target, batch_size=args.batch_size, seed=args.seed,
@@ -108,10 +103,9 @@ def main(args) -> dict:
     fig = plot_class_maps(grid, out / "class_maps.png", colormap=args.colormap,
                           title=f"class-average {', '.join(args.method)} maps on {Path(str(args.data)).name}")
     plt.close(fig)
-    tmp = out / "class_maps.tmp.npz"
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, out / "class_maps.npz")
-    _write(out / "class_maps.json", json.dumps(summary, indent=1))
+    with atomic_write(out / "class_maps.npz", "wb") as f:
+        np.savez_compressed(f, **arrays)
+    write_json(out / "class_maps.json", summary, indent=1)
     save_config(args, out / "explain_dataset_config.yaml")
     print(out / "class_maps.png")
     return summary

@@ -15,6 +15,7 @@ from artlens.explain import (
     Method,
     class_average_maps,
     default_layer,
+    default_method,
     deletion_score,
     display_names,
     explain,
@@ -68,7 +69,7 @@ def test_registry_is_the_one_list_of_methods():
 
     assert METHODS == tuple(REGISTRY) == method_names() and len(set(METHODS)) == len(METHODS)
     assert CAM_METHODS == method_names(takes_layer=True) == tuple(n for n in METHODS if REGISTRY[n].takes_layer)
-    assert method_names(takes_layer=False) == ("lime",) and method_names(class_specific=False) == ("eigencam",)
+    assert method_names(takes_layer=False) == ("rollout", "lime") and method_names(class_specific=False) == ("eigencam",)
     for name, m in REGISTRY.items():
         assert isinstance(m, Method) and m.name == name and m.display_name and callable(m.explainer.explain)
         assert m.label.startswith(m.display_name)
@@ -113,18 +114,23 @@ def test_cli_and_dataset_script_read_the_registry(tmp_path, capsys):
 def two_class_maps(imagenet, wide_painting):
     """Every registry entry through explain(), for two ImageNet classes of one real painting.
 
-    CAMs at blocks.2 (40 channels, so Score-CAM needs 40 masked passes, not 320); LIME with 30 samples."""
+    CAMs at blocks.2 (40 channels, so Score-CAM needs 40 masked passes, not 320); LIME with 30 samples.
+    Attention rollout needs a ViT: refused here, run in test_cams_on_other_architectures."""
     top = explain(imagenet, wide_painting, "gradcam", layer="blocks.2").target
     other = label_names(imagenet).index("jigsaw puzzle")
     other = other if other != top else other + 1
     out = {}
+    with pytest.raises(ExplainError, match="needs a ViT"):
+        explain(imagenet, wide_painting, "rollout")
     for name, m in REGISTRY.items():
+        if name == "rollout":
+            continue
         kw = {"layer": "blocks.2"} if m.takes_layer else {"num_samples": 30, "batch_size": 30}
         out[name] = [explain(imagenet, wide_painting, name, target=t, **kw) for t in (top, other)]
     return out, (top, other)
 
 
-@pytest.mark.parametrize("name", METHODS)
+@pytest.mark.parametrize("name", [m for m in METHODS if m != "rollout"])
 def test_every_method_dispatches_and_maps_onto_the_image(two_class_maps, imagenet, name):
     maps, targets = two_class_maps
     m = REGISTRY[name]
@@ -197,7 +203,7 @@ def test_batch_equals_single_and_targets(imagenet, styles):
         explain(imagenet, files[0], "gradcam", target="Cubism")
     with pytest.raises(ExplainError, match="unknown method"):
         explain(imagenet, files[0], "occlusion")
-    assert set(METHODS) == {"gradcam", "gradcam++", "scorecam", "eigencam", "layercam", "lime"}
+    assert set(METHODS) == {"gradcam", "gradcam++", "scorecam", "eigencam", "layercam", "rollout", "lime"}
 
 
 # ---------------------------------------------------------------- transformers and other families
@@ -225,6 +231,14 @@ def test_cams_on_other_architectures(name, kwargs, layer, wide_painting):
         # a real spatial map: not constant, which a wrong token reshape or a zero gradient would give
         assert inner.std() > 1e-3 and inner.max() == pytest.approx(1.0, abs=1e-5), method
     assert _no_hooks(m)
+    if name.startswith(("vit", "deit")):
+        fused = [b.attn.fused_attn for b in m.blocks]
+        e = explain(m, wide_painting, "rollout", target="c")
+        assert e.method == "rollout" and e.heatmap.shape == (200, 300) and e.extra["input_map"].std() > 1e-3
+        assert default_method(m) == "rollout" and _no_hooks(m)
+        assert [b.attn.fused_attn for b in m.blocks] == fused  # fused attention put back
+    else:
+        assert default_method(m) == "gradcam"
     if name.startswith("vit"):
         e = explain(m, wide_painting, "gradcam", layer="blocks.5")
         assert e.extra["input_map"].std() > 1e-3
@@ -234,9 +248,9 @@ def test_cams_on_other_architectures(name, kwargs, layer, wide_painting):
 
 def test_lime_repeatable_with_progress(imagenet, wide_painting):
     seen = []
-    a = explain(imagenet, wide_painting, "lime", num_samples=40, batch_size=20, progress=seen.append)
-    b = explain(imagenet, wide_painting, "lime", num_samples=40, batch_size=20)
-    c = explain(imagenet, wide_painting, "lime", num_samples=40, batch_size=20, seed=1)
+    a = explain(imagenet, wide_painting, "lime", num_samples=40, batch_size=10, progress=seen.append)
+    b = explain(imagenet, wide_painting, "lime", num_samples=40, batch_size=10)
+    c = explain(imagenet, wide_painting, "lime", num_samples=40, batch_size=10, seed=1)
     np.testing.assert_array_equal(a.heatmap, b.heatmap)
     assert not np.array_equal(a.heatmap, c.heatmap)
     assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0) and len(seen) >= 3

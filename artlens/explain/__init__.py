@@ -12,7 +12,7 @@ region in image pixels and ``exp.extra["input_map"]`` the map on the model's inp
 
 The modules, as in pytorch-grad-cam: ``registry`` (the one list of methods: :data:`REGISTRY`),
 ``api`` (:func:`explain`), ``cam`` (:class:`~artlens.explain.cam.BaseCAM` and one class per CAM
-method), ``lime``, ``deletion`` (deletion/insertion AUC), ``render`` (colour maps, overlays),
+method), ``rollout`` (gradient-weighted attention rollout, ViTs), ``lime``, ``deletion`` (deletion/insertion AUC), ``render`` (colour maps, overlays),
 ``dataset`` (class-average maps), and ``base`` / ``geometry`` (what they share).
 """
 from .api import explain, explain_batch
@@ -26,6 +26,7 @@ from .registry import (
     METHODS,
     REGISTRY,
     Method,
+    default_method,
     display_names,
     get_method,
     method_names,
@@ -36,5 +37,5 @@ __all__ = [
     "METHODS", "CAM_METHODS", "ExplainError", "Explanation", "explain", "explain_batch", "overlay",
     "default_layer", "layer_names", "deletion_score", "faithfulness", "random_map",
     "class_average_maps", "plot_class_maps", "heatmap_image", "save_png", "plain_lime",
-    "REGISTRY", "Method", "method_names", "display_names", "get_method", "heat_stats", "SEGMENTATIONS",
+    "REGISTRY", "Method", "default_method", "method_names", "display_names", "get_method", "heat_stats", "SEGMENTATIONS",
 ]

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from torch import nn
 
 from ..data import cap_per_class, load_data
+from ..files import atomic_path
 from ..models import label_names
 from .api import explain_batch
 from .base import ExplainError
@@ -37,9 +37,9 @@ def class_average_maps(model: nn.Module, data, method: str = "gradcam", size: in
     sums: dict[str, np.ndarray] = {}
     n: dict[str, int] = {}
     labels = list(ds["label"])
-    # CAMs explain batch_size images per pass; LIME explains one image at a time (its batch_size
-    # is the perturbed copies per pass, left at LIME's default)
-    per_pass = get_method(method).takes_layer
+    # CAMs and rollout explain batch_size images per pass; LIME explains one image at a time (its
+    # batch_size is the perturbed copies per pass, left at LIME's default)
+    per_pass = get_method(method).name != "lime"
     step = batch_size if per_pass else 1
     for i in tqdm(range(0, len(ds), step), desc=f"{method} class maps", leave=False):
         rows = ds.select(range(i, min(i + step, len(ds))))
@@ -92,9 +92,6 @@ def plot_class_maps(maps_by_model: dict, path: str | os.PathLike | None = None, 
     if title:
         fig.suptitle(title, fontsize=10)
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     return fig

@@ -8,7 +8,7 @@
 
 To add a method: write its explainer (a :class:`~artlens.explain.cam.BaseCAM` subclass naming
 its pytorch-grad-cam class, or any class with the same ``explain`` classmethod) and add one
-:class:`Method` line below.
+:class:`Method` line below. :func:`default_method` is the method used when none is named.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from torch import nn
 from .base import ExplainError, Explanation
 from .cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM
 from .lime import LIME
+from .rollout import AttentionRollout, attention_model
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,9 @@ class Method:
     ``class_specific``: the map changes with the class explained (Eigen-CAM's does not);
     ``takes_layer``: it reads a target layer (the CAM family; LIME perturbs the input instead);
     ``explainer``: the class whose ``explain(method, model, images, targets, layer, batch_size,
-    **options)`` classmethod computes the maps; ``note``: a caution shown next to the display name
-    where a user picks a method; ``aliases``: other spellings accepted (lower case, no ``-``/``_``).
+    **options)`` classmethod computes the maps; ``options``: the keyword options it takes besides
+    ``layer`` and ``batch_size``; ``note``: a caution shown next to the display name where a user
+    picks a method; ``aliases``: other spellings accepted (lower case, no ``-``/``_``).
     """
 
     name: str
@@ -40,6 +42,7 @@ class Method:
     class_specific: bool
     takes_layer: bool
     explainer: type
+    options: tuple[str, ...] = ()
     note: str = ""
     aliases: tuple[str, ...] = ()
 
@@ -61,9 +64,19 @@ REGISTRY: Mapping[str, Method] = MappingProxyType({m.name: m for m in (
     Method("scorecam", "Score-CAM", class_specific=True, takes_layer=True, explainer=ScoreCAM),
     Method("eigencam", "Eigen-CAM", class_specific=False, takes_layer=True, explainer=EigenCAM),
     Method("layercam", "Layer-CAM", class_specific=True, takes_layer=True, explainer=LayerCAM),
+    Method("rollout", "Attention rollout", class_specific=True, takes_layer=False, explainer=AttentionRollout,
+           note="ViT / DeiT only", aliases=("attentionrollout", "gradrollout")),
     Method("lime", "LIME", class_specific=True, takes_layer=False, explainer=LIME,
-           note="slow: 200 forward passes, about a minute on a CPU"),
+           options=("num_samples", "segmentation", "n_segments", "compactness", "hide_color", "size", "bf16",
+                    "kernel_width", "seed", "positive", "progress"),
+           note="slower: 48 perturbed copies, a few seconds on a CPU"),
 )})
+
+
+def default_method(model: nn.Module) -> str:
+    """The method used when none is named: per architecture, the one with the better deletion
+    AUC in docs/benchmarks.md (ViT / DeiT: gradient-weighted attention rollout; the rest: Grad-CAM)."""
+    return "rollout" if attention_model(model) else "gradcam"
 
 
 def method_names(*, takes_layer: bool | None = None, class_specific: bool | None = None) -> tuple[str, ...]:

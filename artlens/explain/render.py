@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..files import atomic_path
 from ..images import open_image
 from .base import ExplainError, Explanation
 from .geometry import to_image
@@ -56,8 +57,6 @@ def overlay(image, explanation: Explanation | np.ndarray, alpha: float = 0.5, co
 def save_png(img: Image.Image, path: str | os.PathLike) -> Path:
     """Write a PNG through a temporary name, so an interrupted run leaves no half file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    img.save(tmp, format="PNG", optimize=True)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG", optimize=True)
     return path

@@ -1,0 +1,82 @@
+"""Explanations of the shipped style model (linear head on the frozen CLIP ViT-B/16) on real paintings."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from artlens.explain import default_method, explain
+from artlens.images import list_images, open_image
+from artlens.models import load_model
+
+
+@pytest.fixture(scope="module")
+def style():
+    return load_model("style")
+
+
+@pytest.fixture(scope="module")
+def painting(data_dir):
+    """A real Sisley, made non-square (300 x 220) so the centre crop cuts its sides."""
+    return open_image(list_images(data_dir / "paintings_styles10" / "Impressionism")[0]).resize((300, 220))
+
+
+def _calls(module):
+    seen = []
+    return seen, module.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[0]))
+
+
+def test_lime_scores_each_batch_of_copies_in_one_backbone_call(style, painting):
+    seen, hook = _calls(style.patch_embed.proj)
+    try:
+        e = explain(style, painting, "lime", num_samples=24, batch_size=8)
+    finally:
+        hook.remove()
+    unique = e.extra["unique_samples"]
+    assert 2 <= unique <= 24
+    # one full-size pass for the prediction, then one call per batch of 8 copies (a per-copy loop
+    # would make `unique` calls of 1)
+    assert seen[0] == 1 and len(seen) == 1 + math.ceil(unique / 8), seen
+    assert sum(seen[1:]) == unique and max(seen) == 8, seen
+
+
+@pytest.mark.parametrize("method", ["rollout", "gradcam", "lime"])
+def test_maps_have_the_image_size_and_real_mass(style, painting, method):
+    kw = {"num_samples": 24} if method == "lime" else {}
+    e = explain(style, painting, method, **kw)
+    assert e.heatmap.shape == (220, 300) and e.heatmap.dtype == np.float32
+    assert e.heatmap.max() == pytest.approx(1.0, abs=1e-5) and e.heatmap.min() >= 0
+    inside = e.heatmap[:, 40:260]
+    # heat spread over the crop (at least 0.5% of it warm), not one hot pixel, and not a constant map
+    warm = (inside > 0.25).mean()
+    assert 0.005 < inside.mean() < 0.9 and warm > 0.005 and inside.std() > 0.05, (inside.mean(), warm, inside.std())
+    assert e.heatmap[:, :38].max() == 0  # the strip the centre crop cut off
+    assert not any(m._forward_hooks for m in style.modules())
+
+
+@pytest.mark.parametrize("method", ["rollout", "gradcam", "lime"])
+def test_explaining_another_class_changes_the_map(style, painting, method):
+    kw = {"num_samples": 24} if method == "lime" else {}
+    a = explain(style, painting, method, target="Impressionism", **kw)
+    b = explain(style, painting, method, target="Surrealism", **kw)
+    assert (a.label, b.label) == ("Impressionism", "Surrealism")
+    diff = np.abs(a.heatmap - b.heatmap).mean()
+    assert diff > 0.02, f"{method}: maps for two classes differ by {diff:.4f} on average"
+
+
+def test_the_vit_default_is_rollout_and_eigencam_is_class_agnostic(style, painting):
+    assert default_method(style) == "rollout" and explain(style, painting).method == "rollout"
+    a = explain(style, painting, "eigencam", target="Impressionism")
+    b = explain(style, painting, "eigencam", target="Surrealism")
+    np.testing.assert_allclose(a.heatmap, b.heatmap, atol=1e-6)
+
+
+def test_lime_scores_low_res_copies_but_reports_the_models_prediction(style, painting):
+    from artlens.explain.geometry import get_prep
+
+    e = explain(style, painting, "lime", num_samples=8)
+    prep = get_prep(style)
+    with torch.no_grad():
+        p = style(prep.tensor(prep.crop(painting))[None]).softmax(-1)[0]
+    assert e.extra["size"] == 160 and e.extra["input_size"] == [224, 224]
+    assert e.target == int(p.argmax()) and e.score == pytest.approx(float(p.max()), abs=1e-4)
