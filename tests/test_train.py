@@ -25,8 +25,24 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-# default_origin.yaml is the detector's recipe (artlens.detect.read_recipe, tests/test_detect.py), not train.py's
-CONFIGS = sorted(p for p in (ROOT / "trainers" / "configs").glob("*.yaml") if p.name != "default_origin.yaml")
+# the default_<name>.yaml files are the embedded models' recipes (build_defaults.read_recipe,
+# artlens.detect.read_recipe in tests/test_detect.py), not train.py's
+DEFAULT_RECIPES = ("default_style.yaml", "default_artist.yaml", "default_origin.yaml")
+CONFIGS = sorted(p for p in (ROOT / "trainers" / "configs").glob("*.yaml") if p.name not in DEFAULT_RECIPES)
+
+
+@pytest.mark.parametrize("name", ["style", "artist"])
+def test_default_recipes_have_exactly_their_keys(name, tmp_path):
+    from artlens.config import ConfigError
+    from scripts import build_defaults
+
+    keys = {"style": build_defaults.STYLE_RECIPE_KEYS, "artist": build_defaults.ARTIST_RECIPE_KEYS}[name]
+    path = ROOT / "trainers" / "configs" / f"default_{name}.yaml"
+    assert set(build_defaults.read_recipe(path, keys)) == set(keys)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(path.read_text() + "\nnot_a_key: 1\n")
+    with pytest.raises(ConfigError, match="not_a_key"):
+        build_defaults.read_recipe(bad, keys)
 
 
 @pytest.fixture
