@@ -27,7 +27,7 @@ from .files import atomic_path
 from .images import open_image
 
 __all__ = ["Painting", "STYLES", "WIKIART_STYLES", "style_images", "artist_images", "near_duplicates",
-           "painter_folds", "random_folds", "held_out", "perturbed_copies", "painting_weights", "fit_ridge",
+           "painter_folds", "random_folds", "held_out", "perturbed_copies", "painting_weights", "training_rows", "fit_ridge",
            "fit_temperature", "out_of_fold", "accuracy_table", "open_set", "choose_min_score", "open_set_rates",
            "test_painters", "measure_and_fit_style", "perturbed_accuracy", "measure_and_fit_artist"]
 
@@ -178,6 +178,15 @@ def painting_weights(rows: Sequence[Painting], power: float = 0.5) -> np.ndarray
     return w * len(rows) / max(w.sum(), 1e-12)
 
 
+def training_rows(X: np.ndarray, rows: Sequence[Painting], idx: Sequence[int], extra: Sequence[np.ndarray] = (),
+                  power: float = 0.5) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """``(features, labels, weights)`` of rows ``idx`` and of their training copies in ``extra`` (same rows,
+    other views), every copy weighted like its original (:func:`painting_weights`)."""
+    sub = [rows[i] for i in idx]
+    return (np.concatenate([X[idx]] + [E[idx] for E in extra]), [r.label for r in sub] * (1 + len(extra)),
+            np.tile(painting_weights(sub, power), 1 + len(extra)))
+
+
 def fit_ridge(X: np.ndarray, y: Sequence[str], classes: Sequence[str], weights: np.ndarray | None = None,
               lam: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Weighted ridge regression onto one-hot labels, on standardised features, returned as ``(W, b)`` of one
@@ -219,10 +228,8 @@ def out_of_fold(X: np.ndarray, rows: Sequence[Painting], folds: Sequence[dict], 
     s = np.full((len(rows), len(classes)), np.nan, np.float32)
     for fold in folds:
         tr = [i for i in fold["train"] if rows[i].label in classes]
-        sub = [rows[i] for i in tr]
-        Xt = np.concatenate([X[tr]] + [E[tr] for E in extra])
-        w = np.tile(painting_weights(sub, power), 1 + len(extra))
-        W, b = fit_ridge(Xt, [r.label for r in sub] * (1 + len(extra)), classes, w, lam)
+        Xt, yt, wt = training_rows(X, rows, tr, extra, power)
+        W, b = fit_ridge(Xt, yt, classes, wt, lam)
         t = np.asarray(fold["test"])
         s[t] = X[t] @ W.T + b
     return s
@@ -331,9 +338,8 @@ def measure_and_fit_style(X: np.ndarray, rows: Sequence[Painting], extra: Sequen
     tp = test_painters(rows, test_fraction, seed)
     train = [i for i, r in enumerate(rows) if r.group not in tp]
     out["test"] = [i for i, r in enumerate(rows) if r.group in tp]
-    sub = [rows[i] for i in train]
-    W, b = fit_ridge(np.concatenate([X[train]] + [E[train] for E in extra]), [r.label for r in sub] * (1 + len(extra)),
-                     classes, np.tile(painting_weights(sub, power), 1 + len(extra)), lam)
+    Xt, yt, wt = training_rows(X, rows, train, extra, power)
+    W, b = fit_ridge(Xt, yt, classes, wt, lam)
     out["head"] = (W * out["temperature"], b * out["temperature"])
     out["num_train"] = len(train)
     return out
@@ -354,9 +360,8 @@ def perturbed_accuracy(X: np.ndarray, rows: Sequence[Painting], folds: Sequence[
         if not t:
             continue
         tr = [i for i in fold["train"] if rows[i].label in classes]
-        sub = [rows[i] for i in tr]
-        W, b = fit_ridge(np.concatenate([X[tr]] + [E[tr] for E in extra]), [r.label for r in sub] * (1 + len(extra)),
-                         classes, np.tile(painting_weights(sub, power), 1 + len(extra)), lam)
+        Xt, yt, wt = training_rows(X, rows, tr, extra, power)
+        W, b = fit_ridge(Xt, yt, classes, wt, lam)
         for c, Xc in cases.items():
             pred[c][t] = (Xc[t] @ W.T + b).argmax(1)
     return {c: {"accuracy": float((p == y).mean()), "n": int(len(y))} for c, p in pred.items()}
@@ -377,9 +382,8 @@ def measure_and_fit_artist(X: np.ndarray, rows: Sequence[Painting], extra: Seque
     classes = sorted({r.label for r in rows})
 
     def fit(train):
-        sub = [rows[i] for i in train]
-        return fit_linear(np.concatenate([X[train]] + [E[train] for E in extra]), [r.label for r in sub] * (1 + len(extra)),
-                          classes, np.tile(painting_weights(sub, 1.0), 1 + len(extra)), C=C, max_iter=500)
+        Xt, yt, wt = training_rows(X, rows, train, extra, power=1.0)
+        return fit_linear(Xt, yt, classes, wt, C=C, max_iter=500)
 
     y = np.array([classes.index(r.label) for r in rows])
     out: dict = {"classes": classes, "C": C, "test_size": test_size, "seeds": list(seeds), "n": len(rows)}

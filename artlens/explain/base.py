@@ -1,6 +1,7 @@
 """What every method shares: the result type, the error, class targets and map normalisation."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -92,3 +93,20 @@ def resolve_target(model: nn.Module, target) -> int | None:
 def top_classes(probs: np.ndarray, names: list[str], k: int = 5) -> list:
     idx = np.argsort(-probs)[:k]
     return [{"label": names[i], "score": round(float(probs[i]), 6)} for i in idx]
+
+
+@contextlib.contextmanager
+def frozen_eval(model: nn.Module):
+    """The model in eval mode with no weight requiring grad (a gradient method needs only the gradients of
+    activations), both restored however the block ends."""
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for p, f in flags:
+            p.requires_grad_(f)
+        model.train(was_training)

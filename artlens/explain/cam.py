@@ -17,7 +17,7 @@ from torch import nn
 
 from ..images import open_image
 from ..models import BlockTokens, label_names
-from .base import ExplainError, Explanation, class_probs, normalise, top_classes
+from .base import ExplainError, Explanation, class_probs, frozen_eval, normalise, top_classes
 from .geometry import get_prep, to_image
 
 if TYPE_CHECKING:
@@ -124,35 +124,29 @@ class BaseCAM:
 
         cls = getattr(pgc, self.library_class)
         model = self.model
-        was_training = model.training
         self.layer = self.layer or default_layer(model)
         module = get_layer(model, self.layer)
         # Only the gradient at the target layer is needed: its output becomes a leaf that requires
-        # grad and no weight does, so the backward pass runs from the logits down to that layer only
-        # (not through the early high-resolution layers), and frozen models work too.
-        flags = [(p, p.requires_grad) for p in model.parameters()]
-        for p, _ in flags:
-            p.requires_grad_(False)
-        # pytorch-grad-cam reads activations and gradients as numpy arrays, which have no bfloat16
-        bf16 = getattr(model, "bf16", None)
-        if bf16:
-            model.bf16 = False
-        leaf = module.register_forward_hook(
-            lambda mod, inp, out: out.detach().requires_grad_(True) if torch.is_tensor(out) and out.is_floating_point() else None)
-        cam = None
-        try:
-            cam = cls(model=model, target_layers=[module], reshape_transform=reshape_transform(model, input_hw))
-            cam.batch_size = self.masks_per_pass
-            yield cam
-        finally:
-            leaf.remove()
-            if cam is not None:
-                cam.activations_and_grads.release()
-            for p, f in flags:
-                p.requires_grad_(f)
+        # grad and no weight does (frozen_eval), so the backward pass runs from the logits down to that
+        # layer only (not through the early high-resolution layers), and frozen models work too.
+        with frozen_eval(model):
+            # pytorch-grad-cam reads activations and gradients as numpy arrays, which have no bfloat16
+            bf16 = getattr(model, "bf16", None)
             if bf16:
-                model.bf16 = bf16
-            model.train(was_training)
+                model.bf16 = False
+            leaf = module.register_forward_hook(
+                lambda mod, inp, out: out.detach().requires_grad_(True) if torch.is_tensor(out) and out.is_floating_point() else None)
+            cam = None
+            try:
+                cam = cls(model=model, target_layers=[module], reshape_transform=reshape_transform(model, input_hw))
+                cam.batch_size = self.masks_per_pass
+                yield cam
+            finally:
+                leaf.remove()
+                if cam is not None:
+                    cam.activations_and_grads.release()
+                if bf16:
+                    model.bf16 = bf16
 
     def explain_images(self, images: Sequence, targets: list, method: str, class_specific: bool) -> list[Explanation]:
         """One pass over ``images`` (targets: class indices or None = top class)."""

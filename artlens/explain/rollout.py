@@ -15,7 +15,7 @@ from torch import nn
 
 from ..images import open_image
 from ..models import label_names
-from .base import ExplainError, Explanation, class_probs, normalise, top_classes
+from .base import ExplainError, Explanation, class_probs, frozen_eval, normalise, top_classes
 from .geometry import get_prep, to_image
 
 if TYPE_CHECKING:
@@ -89,22 +89,13 @@ def explain_rollout(model: nn.Module, images: Sequence, targets: list, method: s
     names = label_names(model)
     imgs = [open_image(im) for im in images]
     x = torch.stack([prep.tensor(prep.crop(im)) for im in imgs]).requires_grad_(True)
-    was_training = model.training
-    model.eval()
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)  # only the attention maps' gradients are needed
-        with torch.enable_grad(), attention_hooks(model) as maps:
-            logits = model(x)
-            targets = [int(logits[k].argmax()) if t is None else t for k, t in enumerate(targets)]
-            logits[torch.arange(len(x)), targets].sum().backward()
-            rel = rollout(maps, model.num_prefix_tokens).detach()
-        probs = class_probs(logits.detach()).numpy()
-    finally:
-        for p, f in flags:
-            p.requires_grad_(f)
-        model.train(was_training)
+    # only the attention maps' gradients are needed
+    with frozen_eval(model), torch.enable_grad(), attention_hooks(model) as maps:
+        logits = model(x)
+        targets = [int(logits[k].argmax()) if t is None else t for k, t in enumerate(targets)]
+        logits[torch.arange(len(x)), targets].sum().backward()
+        rel = rollout(maps, model.num_prefix_tokens).detach()
+    probs = class_probs(logits.detach()).numpy()
     ih, iw = x.shape[-2:]
     gh, gw = model.patch_embed.grid_size
     out = []
