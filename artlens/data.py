@@ -27,7 +27,7 @@ __all__ = [
     "DataError", "data_config", "eval_transform", "train_transform", "AUGMENTATIONS",
     "load_data", "group_from_filename", "load_label_map", "apply_label_map", "compose_labels",
     "cap_per_class", "class_weights", "split_data", "save_split", "load_split", "TorchDataset",
-    "five_crops", "TTA_MODES", "TTA_VIEWS", "tta_views", "jpeg_reencode", "canonical_image", "source_view", "load_labelled_folders", "PERTURBATIONS", "parse_perturbations", "perturb",
+    "five_crops", "TTA_MODES", "TTA_VIEWS", "tta_views", "jpeg_reencode", "canonical_image", "source_view", "native_crop", "RETAKES", "load_labelled_folders", "PERTURBATIONS", "parse_perturbations", "perturb",
 ]
 
 
@@ -95,6 +95,26 @@ def source_view(img: Image.Image, seed: int) -> Image.Image:
     if rng.random() < 0.8:
         img = jpeg_reencode(img, rng.randint(50, 95))
     return img
+
+
+def native_crop(img: Image.Image, seed: int, size: int = 224) -> Image.Image:
+    """One seeded crop of an image at its native resolution, no resampling and no re-encoding: each side
+    ``size`` px up to the whole side (drawn apart), at a random place.
+
+    For the detector's training copies (:func:`artlens.features.image_tokens` ``retake="native"``): every
+    AI image of the shared data is 512 px and every painting 224-256 px, so after
+    :func:`canonical_image` the AI images are the ones shrunk by 0.44 and the paintings the ones barely
+    resampled. A native crop of an AI image reaches the canonical form shrunk by anything from 0.44 to 1,
+    as paintings are, so the resampling factor stops telling them apart.
+    """
+    rng = random.Random(seed)
+    w, h = img.size
+    cw, ch = rng.randint(min(size, w), w), rng.randint(min(size, h), h)
+    x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
+    return img.crop((x, y, x + cw, y + ch))
+
+
+RETAKES = {"source": source_view, "native": native_crop}
 
 
 class _RandomRescaleJpeg:

@@ -83,8 +83,8 @@ def save_model_folder(model: nn.Module, out_dir, label_names: Sequence[str] | No
     from safetensors.torch import save_file
 
     if isinstance(model, BlockTokens) and not backbone:
-        raise ModelError("this model reads several blocks of its ViT (artlens.models.BlockTokens, the origin "
-                         "detector): no plain timm architecture holds it, so it cannot be exported whole; its "
+        raise ModelError("this model reads several blocks of its ViT (artlens.models.BlockTokens: the origin and artist "
+                         "models): no plain timm architecture holds it, so it cannot be exported whole; its "
                          "folder (heads + backbone name) loads with artlens.models.load_model and artlens predict")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

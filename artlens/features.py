@@ -23,13 +23,14 @@ import torch
 from torch import nn
 
 from .data import (
+    RETAKES,
     TTA_VIEWS,
+    DataError,
     TorchDataset,
     canonical_image,
     data_config,
     eval_transform,
     five_crops,
-    source_view,
     tta_views,
 )
 from .files import atomic_path, atomic_write
@@ -209,7 +210,8 @@ def _file_digest(path: str | os.PathLike) -> str:
 @torch.no_grad()
 def image_tokens(model: nn.Module, files: Sequence[str | os.PathLike], canonical: tuple[int, int] | None = (224, 90),
                  batch_size: int = 32, bf16: bool = True, cache: bool = True, desc: str = "tokens",
-                 show_progress: bool = True, view: int = 0) -> np.ndarray:
+                 show_progress: bool = True, view: int = 0,
+                 retake: str = "source") -> np.ndarray:
     """``(N, blocks, 2, D)`` float16: :func:`block_tokens` of every block of a ViT for each image file.
 
     Each image is first brought to one form (:func:`artlens.data.canonical_image` with ``canonical`` =
@@ -219,14 +221,19 @@ def image_tokens(model: nn.Module, files: Sequence[str | os.PathLike], canonical
     it finished. ``bf16`` runs the backbone under bfloat16 autocast (2.7x faster on CPUs that have it;
     :class:`artlens.models.BlockTokens` predicts the same way). ``view`` > 0: the tokens of training copy
     number ``view`` of each image (:func:`artlens.data.source_view`, seeded by the file's content and
-    ``view``) instead of the image as it is.
+    ``view``) instead of the image as it is; ``retake`` names the kind of copy (:data:`artlens.data.RETAKES`:
+    ``"source"``, a re-take as another source would hand it over; ``"native"``, a crop at native resolution).
     """
+    if retake not in RETAKES:
+        raise DataError(f"unknown retake {retake!r}; choose one of {', '.join(RETAKES)}")
     from tqdm.auto import tqdm
 
     payload = {"model": _model_fingerprint(model), "data_config": {k: str(v) for k, v in data_config(model).items()},
                "canonical": list(canonical) if canonical else None, "bf16": bool(bf16), "tokens": TOKENS, "version": 1}
     if view:
         payload["view"] = int(view)
+        if retake != "source":  # the first kind keeps the cache names it had before kinds existed
+            payload["retake"] = retake
     key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
     root = cache_dir() / "tokens" / key
     digests = [_file_digest(f) for f in files]
@@ -243,7 +250,7 @@ def image_tokens(model: nn.Module, files: Sequence[str | os.PathLike], canonical
             idx = todo[start:start + batch_size]
             imgs = [open_image(files[i]) for i in idx]
             if view:
-                imgs = [source_view(im, int(digests[i][:12], 16) + int(view)) for im, i in zip(imgs, idx)]
+                imgs = [RETAKES[retake](im, int(digests[i][:12], 16) + int(view)) for im, i in zip(imgs, idx)]
             if canonical:
                 imgs = [canonical_image(im, *canonical) for im in imgs]
             x = torch.stack([transform(im) for im in imgs]).to(device)

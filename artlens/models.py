@@ -319,9 +319,14 @@ def block_tokens(model: nn.Module, x: torch.Tensor, blocks: Sequence[int]) -> to
     """``(B, len(blocks), 2, D)``: the class token and the mean patch token after each of ``blocks`` of a
     timm ViT (the last block through the final norm, as ``forward_features``; the others as they leave
     the block). The blocks after the deepest one asked for are not run."""
+    return tokens_after_blocks(model, model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(x)))), blocks)
+
+
+def tokens_after_blocks(model: nn.Module, x: torch.Tensor, blocks: Sequence[int]) -> torch.Tensor:
+    """:func:`block_tokens` from the embedded token sequence ``x`` (B x N x D, position embeddings added):
+    for callers that embed the image their own way (LIME scores copies at another size)."""
     blocks = sorted({int(b) % len(model.blocks) for b in blocks})
     n_prefix = getattr(model, "num_prefix_tokens", 1)
-    x = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(x))))
     out, last = [], len(model.blocks) - 1
     for i, blk in enumerate(model.blocks[: blocks[-1] + 1]):
         x = blk(x)
@@ -366,6 +371,10 @@ class BlockTokens(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             t = block_tokens(self.backbone, x, self.blocks)
+        return self.read(t)
+
+    def read(self, t: torch.Tensor) -> torch.Tensor:
+        """The features from :func:`block_tokens` of this model's blocks (B x blocks x 2 x D)."""
         return t[:, :, [TOKENS.index(k) for k in self.tokens]].float().flatten(1)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

@@ -26,7 +26,7 @@ from .data import (
 )
 from .images import ImageError, judge_problem, open_image
 from .metrics import compute_metrics
-from .models import BlockTokens, label_names, load_model, pooled_features, resolve_ref
+from .models import TOKENS, BlockTokens, label_names, load_model, pooled_features, resolve_ref
 
 __all__ = ["TTA_MODES", "TTA_VIEWS", "tta_views", "predict_probs", "Predictor", "predict_together"]
 
@@ -132,7 +132,8 @@ class Predictor:
     def backbone_key(self) -> tuple | None:
         """Predictors with the same key run the same frozen backbone on the same views (see predict_together)."""
         backbone = self.model.pretrained_cfg.get("artlens_backbone")
-        if not backbone or isinstance(self.model, BlockTokens) or (self.canonical and self.threshold is not None):
+        if (not backbone or getattr(self.model, "generator_head", None) is not None
+                or (self.canonical and self.threshold is not None)):
             return None
         return (backbone, str(self.tta), repr(self.transform), str(self.canonical))
 
@@ -172,6 +173,41 @@ class Predictor:
         return results
 
 
+class _Slice(nn.Module):
+    """A head that reads its own features out of a wider feature vector."""
+
+    def __init__(self, index: torch.Tensor, head: nn.Module):
+        super().__init__()
+        self.register_buffer("index", index)
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x[:, self.index])
+
+
+def _shared_reader(models: Sequence[nn.Module]) -> tuple[nn.Module, list[nn.Module]]:
+    """One feature extractor for models on the same frozen backbone, and each model's head on its output.
+
+    Classifier-only timm models read the pooled features; if any model reads several blocks
+    (:class:`BlockTokens`), the extractor reads the union of everyone's blocks and tokens in one pass
+    (the pooled features of a timm ViT are the final block's class token) and each head its slice."""
+    if not any(isinstance(m, BlockTokens) for m in models):
+        return models[0], [m.get_classifier() for m in models]
+    lead = next(m for m in models if isinstance(m, BlockTokens))
+    last = len(lead.backbone.blocks) - 1
+    reads = [(m.blocks, m.tokens) if isinstance(m, BlockTokens) else ([last], ["cls"]) for m in models]
+    blocks = sorted({b for bl, _ in reads for b in bl})
+    tokens = [t for t in TOKENS if any(t in tk for _, tk in reads)]
+    union = BlockTokens(lead.backbone, blocks, tokens, 1, bf16=lead.bf16)
+    union.pretrained_cfg = lead.pretrained_cfg
+    d = lead.backbone.num_features
+    heads = []
+    for m, (bl, tk) in zip(models, reads):
+        index = torch.cat([torch.arange(d) + (blocks.index(b) * len(tokens) + tokens.index(t)) * d for b in bl for t in tk])
+        heads.append(_Slice(index, m.get_classifier()))
+    return union, heads
+
+
 def predict_together(predictors: Sequence[Predictor], images: Sequence, top_k: int = 5) -> list[list[dict]]:
     """``[p.predict(images) for p in predictors]``, with one backbone pass for the predictors that share a
     frozen backbone (classifier-only folders such as the embedded defaults: style and artist in one pass)."""
@@ -186,8 +222,8 @@ def predict_together(predictors: Sequence[Predictor], images: Sequence, top_k: i
             continue
         lead = predictors[idx[0]]
         shown = [lead.prepare(im) for im in images] if lead.canonical else images
-        probs = predict_probs(lead.model, shown, lead.batch_size, lead.tta, lead.transform,
-                              heads=[predictors[i].model.get_classifier() for i in idx])
+        model, heads = _shared_reader([predictors[i].model for i in idx])
+        probs = predict_probs(model, shown, lead.batch_size, lead.tta, lead.transform, heads=heads)
         for i, pr in zip(idx, probs):
             out[i] = predictors[i].results(pr, top_k)
     return out

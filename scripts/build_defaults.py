@@ -234,6 +234,24 @@ def origin_tables(res: dict) -> str:
             lines.append(f"| {r['fold']} | {name(r['source'])} | {r['n']} | {r['ai']:.3f} | {r['undecided']:.3f} | "
                          f"{r['human']:.3f} | {r['at_threshold']:.3f} |")
         out += "\n\nHarder folds: a whole human source, or the whole SD 1.5 family, left out of training:\n\n" + "\n".join(lines)
+    copies = res.get("logo_copies") or {}
+    if copies or res.get("seen"):
+        cols = list(copies)
+        lines = ["| source | " + " | ".join(["left out: the images"] + [f"left out: their {c} copies" for c in cols]
+                                           + (["seen: the images"] if res.get("seen") else [])
+                                           + [f"seen: their {c} copies" for c in res.get("seen_copies") or {}]) + " |",
+                 "|---" * (2 + len(cols) + bool(res.get("seen")) + len(res.get("seen_copies") or {})) + "|"]
+        by = lambda rates: {r["source"]: r for r in rates}  # noqa: E731
+        tabs = ([by(res["logo"])] + [by(copies[c]) for c in cols] + ([by(res["seen"])] if res.get("seen") else [])
+                + [by(v) for v in (res.get("seen_copies") or {}).values()])
+        for r in res["logo"]:
+            cell = lambda t: (f"{t[r['source']]['ai']:.3f} / {t[r['source']]['human']:.3f}"  # noqa: E731
+                              if r["source"] in t else "")
+            lines.append(f"| {name(r['source'])} | " + " | ".join(cell(t) for t in tabs) + " |")
+        out += ("\n\nCalled AI / called human at the band, for each source left out of training (as above) and seen "
+                "in training with its painters or prompts held out (5 group folds), on the images and on copies of "
+                "them the folds never trained on (`source`: a crop of 60-100%, squashed up to 1.25x, resampled to "
+                "128-1024 px, JPEG q50-95; `native`: a crop at the image's own resolution):\n\n" + "\n".join(lines))
     lines = ["| generator | images | named right on held-out prompts (top 1) | named right and confident | "
              "'unknown' when left out of training |", "|---|---|---|---|---|"]
     for g, r in res["generators"].items():
@@ -282,6 +300,8 @@ def origin_robustness(folder: Path, rows, test: list[int], max_per_origin: int =
 def measure_origin(configs_dir: str | Path, data: Path, holdout: bool = True):
     """The detector's recipe on the shared data: ``(recipe, rows, X, backbone, res)`` with ``res`` from
     :func:`artlens.detect.measure_and_fit` (leave-one-generator-out tables and the fitted heads)."""
+    import numpy as np
+
     from artlens import detect
     from artlens.features import image_tokens
     from artlens.models import load_model
@@ -291,12 +311,22 @@ def measure_origin(configs_dir: str | Path, data: Path, holdout: bool = True):
     backbone = load_model(recipe["model"])
     canon = (int(recipe["canonical_size"]), int(recipe["canonical_quality"]))
     t0 = time.time()
-    X = detect.token_matrix(image_tokens(backbone, [r.path for r in rows], canon, desc="origin tokens"),
-                            recipe["blocks"], recipe["tokens"])
-    print(f"[origin] tokens of {len(rows)} images in {time.time() - t0:.0f} s", flush=True)
+    files = [r.path for r in rows]
+    X = detect.token_matrix(image_tokens(backbone, files, canon, desc="origin tokens"), recipe["blocks"], recipe["tokens"])
+    copies = {}
+    for c in recipe["copies"] or []:
+        idx = [i for i, r in enumerate(rows) if c["of"] == "all" or r.origin == c["of"]]
+        E = np.full_like(X, np.nan)
+        E[idx] = detect.token_matrix(image_tokens(backbone, [files[i] for i in idx], canon, view=c["view"],
+                                                  retake=c["retake"], desc=f"origin tokens, {c['retake']} {c['view']}"),
+                                     recipe["blocks"], recipe["tokens"])
+        copies[f"{c['retake']} {c['view']}"] = E
+    print(f"[origin] tokens of {len(rows)} images and {len(copies)} copies in {time.time() - t0:.0f} s", flush=True)
+    # each held-out row's own copies were never trained on, so they measure the same kinds of change
     res = detect.measure_and_fit(X, rows, C=float(recipe["C"]), max_error=float(recipe["max_error"]),
                                  test_fraction=float(recipe["test_fraction"]), seed=int(recipe["seed"]),
-                                 holdout=holdout, per_source=bool(recipe["per_source"]))
+                                 holdout=holdout, per_source=bool(recipe["per_source"]),
+                                 copies=list(copies.values()), test_copies=copies)
     return recipe, rows, X, backbone, res
 
 
@@ -341,7 +371,10 @@ def build_origin(args, data: Path, work: Path, out_dir: Path) -> dict:
               "picture: do not use it to accuse anyone.")
     note = (f"Rebuilt by `make defaults` with `trainers/configs/default_origin.yaml` (`artlens.detect`): every image "
             f"brought to {canon[0]} px and JPEG q{canon[1]}, the class token of blocks {model.blocks} of the frozen "
-            f"`{recipe['model']}` (bfloat16), logistic regressions with C={recipe['C']}, human and AI and every "
+            f"`{recipe['model']}` (bfloat16), for each image and for its training copies ("
+            + ", ".join(f"{c['retake']} {c['view']} of {'every image' if c['of'] == 'all' else 'the AI images'}"
+                        for c in recipe["copies"] or []) +
+            f"; `artlens.data.RETAKES`), logistic regressions with C={recipe['C']}, human and AI and every "
             f"generator and human source weighted alike; trained on {res['num_train']} images. Verdicts: `ai` at "
             f"p(ai) >= {hi:.3f}, `human` below {lo:.2g}, `undecided` between (chosen on the leave-one-generator-out "
             f"scores so that each firm verdict is wrong at most {recipe['max_error']:.0%} of the time, every source "
@@ -560,8 +593,8 @@ def build_style(args, data: Path, work: Path, out_dir: Path) -> dict:
 
 # ---------------------------------------------------------------- artist (artlens.paintings)
 
-ARTIST_RECIPE_KEYS = ("model", "canonical_size", "canonical_quality", "train_views", "C", "test_size", "seeds",
-                      "ship_test_size", "seed")
+ARTIST_RECIPE_KEYS = ("model", "canonical_size", "canonical_quality", "blocks", "tokens", "train_views", "C",
+                      "test_size", "seeds", "ship_test_size", "seed")
 # how the card's "another size and encoding" test images are made: upscaled and re-encoded, as real uploads are
 ARTIST_CASES = [("upscale 900 + jpeg 85", [("upscale", 900), ("jpeg", 85)])]
 
@@ -578,8 +611,9 @@ def measure_artist(configs_dir: str | Path, data: Path, work: Path, holdout: boo
     canon = (int(recipe["canonical_size"]), int(recipe["canonical_quality"]))
     rows = paintings.artist_images(data)
     backbone = load_model(recipe["model"])
+    blocks, kinds = recipe["blocks"], recipe["tokens"]
     X, *extra = [token_matrix(image_tokens(backbone, [r.path for r in rows], canon, view=int(v),
-                                           desc=f"artist tokens, view {v}"), [-1], ["cls"]) for v in recipe["train_views"]]
+                                           desc=f"artist tokens, view {v}"), blocks, kinds) for v in recipe["train_views"]]
     cases = {}
     seeds = [int(s) for s in recipe["seeds"]] if holdout else [int(recipe["seed"])]
     if evaluate:
@@ -587,7 +621,7 @@ def measure_artist(configs_dir: str | Path, data: Path, work: Path, holdout: boo
         for case, ops in ARTIST_CASES:
             files = paintings.perturbed_copies([rows[i].path for i in test], ops,
                                                work / "perturbed" / f"artist_{case.replace(' ', '_')}")
-            cases[case] = token_matrix(image_tokens(backbone, files, canon, desc=f"artist {case}"), [-1], ["cls"])
+            cases[case] = token_matrix(image_tokens(backbone, files, canon, desc=f"artist {case}"), blocks, kinds)
     res = paintings.measure_and_fit_artist(X, rows, extra, C=float(recipe["C"]), test_size=float(recipe["test_size"]),
                                            seeds=seeds, ship_test_size=float(recipe["ship_test_size"]),
                                            seed=int(recipe["seed"]), cases=cases)
@@ -616,24 +650,34 @@ def build_artist(args, data: Path, work: Path, out_dir: Path) -> dict:
     from artlens.export import save_model_folder
     from artlens.features import image_tokens
     from artlens.metrics import compute_metrics
+    from artlens.models import BlockTokens
 
     recipe, rows, backbone, res = measure_artist(args.configs_dir, data, work, str(args.holdout).lower() == "true",
                                                  str(args.evaluate).lower() == "true")
     classes = res["classes"]
-    model = head_model(recipe["model"], classes, res["head"])
+    blocks, kinds = recipe["blocks"], recipe["tokens"]
     W, b = res["head"]
     canon = [int(recipe["canonical_size"]), int(recipe["canonical_quality"])]
-    model.pretrained_cfg.update(artlens_canonical=canon, artlens_tta="none")
+    if list(kinds) == ["cls"] and {int(x) % len(backbone.blocks) for x in blocks} == {len(backbone.blocks) - 1}:
+        model = head_model(recipe["model"], classes, res["head"])  # timm's own classifier: shares style's pass
+        model.pretrained_cfg.update(artlens_canonical=canon, artlens_tta="none")
+    else:
+        model = BlockTokens(backbone, blocks, kinds, len(classes))
+        with torch.no_grad():
+            model.head.weight.copy_(torch.from_numpy(W))
+            model.head.bias.copy_(torch.from_numpy(b))
+        model.pretrained_cfg.update(artlens_canonical=canon, artlens_blocks=model.blocks, artlens_tokens=model.tokens,
+                                    artlens_bf16=True, artlens_tta="none")
     test = res["test"]
-    Xt = token_matrix(image_tokens(backbone, [rows[i].path for i in test], tuple(canon), show_progress=False), [-1], ["cls"])
+    Xt = token_matrix(image_tokens(backbone, [rows[i].path for i in test], tuple(canon), show_progress=False), blocks, kinds)
     metrics = compute_metrics([rows[i].label for i in test], [classes[j] for j in (Xt @ W.T + b).argmax(1)], classes)
     dst = out_dir / "artist"
     if dst.exists():
         shutil.rmtree(dst)
     note = (f"Rebuilt by `make defaults` with `trainers/configs/default_artist.yaml` (`artlens.paintings`): the "
             f"{len(rows)} Best Artworks paintings of the 50 painters of `paintings_artists50` (both sets, shared files "
-            f"once), every image brought to {canon[0]} px and JPEG q{canon[1]}; the final class token of the frozen "
-            f"`{recipe['model']}` for each image and its re-takes (views {recipe['train_views'][1:]}, "
+            f"once), every image brought to {canon[0]} px and JPEG q{canon[1]}; the {' + '.join(kinds)} token of blocks "
+            f"{', '.join(str(x) for x in blocks)} of the frozen `{recipe['model']}` for each image and its re-takes (views {recipe['train_views'][1:]}, "
             f"`artlens.data.source_view`); a logistic regression (C={recipe['C']}), every painter weighted alike. "
             f"Trained on {res['num_train']} paintings; {len(test)} ({recipe['ship_test_size']:.0%} of each painter's) "
             "are kept out for the tests (the test metrics above).")

@@ -117,6 +117,26 @@ def test_perturbations():
     assert parse_perturbations(["jpeg:30,50", "scale:0.25"]) == [("jpeg", 30.0), ("jpeg", 50.0), ("scale", 0.25)]
 
 
+def test_native_crop_keeps_the_pixels_and_is_seeded():
+    from artlens.data import native_crop
+
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 255, (512, 500, 3), dtype=np.uint8)
+    img = Image.fromarray(arr)
+    sizes = set()
+    for seed in range(12):
+        c = native_crop(img, seed)
+        assert c.size == native_crop(img, seed).size and 224 <= min(c.size)
+        a = np.asarray(c)
+        # no resampling: the crop is a block of the original pixels
+        hits = np.argwhere((arr[:, :, 0] == a[0, 0, 0]) & (arr[:, :, 1] == a[0, 0, 1]) & (arr[:, :, 2] == a[0, 0, 2]))
+        assert any(np.array_equal(arr[y:y + a.shape[0], x:x + a.shape[1]], a) for y, x in hits)
+        sizes.add(c.size)
+    assert len(sizes) > 6
+    small = Image.fromarray(arr[:200, :200])
+    assert native_crop(small, 3).size == (200, 200)  # smaller than 224: the whole image
+
+
 def test_source_view_is_seeded_and_changes_size_and_encoding():
     from artlens.data import source_view
 

@@ -83,7 +83,8 @@ def test_folders_match_their_recipes():
 
 def test_shipped_classifiers_export_to_whole_timm_folders(tmp_path):
     """The shipped folders hold the classifier of a frozen pretrained backbone (named in config.json);
-    `artlens export` writes the whole model, and plain timm loads that with the same logits."""
+    `artlens export` writes the whole style model, and plain timm loads that with the same logits; artist
+    and origin read several blocks and say they cannot be exported whole."""
     import timm
     import yaml
     from safetensors import safe_open
@@ -91,7 +92,7 @@ def test_shipped_classifiers_export_to_whole_timm_folders(tmp_path):
     from artlens.cli import main as cli_main
 
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    for name in ("style", "artist"):
+    for name in ("style",):
         recipe = yaml.safe_load((DEFAULTS_DIR.parents[1] / "trainers" / "configs" / f"default_{name}.yaml").read_text())
         cfg = json.loads((DEFAULTS_DIR / name / "config.json").read_text())
         assert cfg["artlens"]["artlens_backbone"] == recipe["model"]
@@ -106,10 +107,14 @@ def test_shipped_classifiers_export_to_whole_timm_folders(tmp_path):
             a, b = ours(x), plain(x)
         assert torch.allclose(a, b, atol=1e-4), f"{name}: timm and artlens loads disagree"
         shutil.rmtree(tmp_path / name)  # 344 MB each
-    # the detector reads several blocks (artlens.models.BlockTokens): no plain timm architecture holds it
+    # artist and the detector read several blocks (artlens.models.BlockTokens): no plain timm architecture holds them
     with safe_open(str(DEFAULTS_DIR / "origin" / "model.safetensors"), "pt") as sf:
         assert set(sf.keys()) == {"head.weight", "head.bias", "generator_head.weight", "generator_head.bias"}
-    assert cli_main(["export", "origin", str(tmp_path / "origin")]) == 2
+    with safe_open(str(DEFAULTS_DIR / "artist" / "model.safetensors"), "pt") as sf:
+        assert set(sf.keys()) == {"head.weight", "head.bias"}
+        assert sf.get_slice("head.weight").get_shape() == [50, 4 * 768]
+    for name in ("artist", "origin"):
+        assert cli_main(["export", name, str(tmp_path / name)]) == 2
 
 
 def test_origin_has_a_validation_threshold_and_reports_a_verdict(predictors):
@@ -171,22 +176,28 @@ def test_build_defaults_prepare_only_makes_the_data_folders(data_dir, tmp_path):
     assert not any(out.iterdir()) and not (work / "build_config.yaml").exists()  # nothing trained or shipped
 
 
-def test_style_and_artist_share_one_backbone_pass(predictors, data_dir, monkeypatch):
+def test_style_and_artist_share_one_backbone_pass(predictors, data_dir):
     """predict_together (what the Space's /classify calls) gives the answers of separate predictions
-    with one backbone pass for the two classifiers of the same frozen CLIP tower."""
+    with one backbone pass for the two classifiers of the same frozen CLIP tower (style reads its final
+    class token, artist several blocks: one pass reads both)."""
+    from artlens.models import BlockTokens
     from artlens.predict import predict_together
 
     files = [str(sorted((data_dir / "paintings_styles10" / s).glob("*.jpg"))[3]) for s in ("Baroque", "Symbolism")]
     style, artist = predictors["style"], predictors["artist"]
+    assert isinstance(artist.model, BlockTokens) and len(artist.model.blocks) > 1
     assert style.backbone_key() == artist.backbone_key() is not None
     alone = [style.predict(files), artist.predict(files)]
     calls = []
-    for p in (style, artist):
-        forward = p.model.forward_features
-        monkeypatch.setattr(p.model, "forward_features", lambda x, f=forward: calls.append(len(x)) or f(x))
-    together = predict_together([style, artist], files)
+    hooks = [m.register_forward_hook(lambda mod, args, out: calls.append(len(args[0])))
+             for m in (style.model.patch_embed, artist.model.backbone.patch_embed)]
+    try:
+        together = predict_together([style, artist], files)
+    finally:
+        for h in hooks:
+            h.remove()
     assert calls == [len(files)]  # one batch through one backbone
     for a, b in zip(alone, together):
         assert [r["label"] for r in a] == [r["label"] for r in b]
-        for ra, rb in zip(a, b):
-            assert max(abs(ra["probs"][k] - rb["probs"][k]) for k in ra["probs"]) < 1e-5
+        for ra, rb in zip(a, b):  # style alone runs in fp32, together under the artist's bf16 autocast
+            assert max(abs(ra["probs"][k] - rb["probs"][k]) for k in ra["probs"]) < 0.02

@@ -240,6 +240,38 @@ def test_gradcam_explains_the_detector(origin, held_out):
     assert origin.model.bf16  # restored after the explanation
 
 
+def test_crops_and_retakes_of_held_out_ai_images_stay_ai(origin, held_out):
+    """The shortcut the training copies remove: every AI training image is 512 px, every painting 224-256 px.
+    Crops of held-out AI images at their own resolution and seeded re-takes (crop, squash, resample, JPEG)
+    are still called AI; re-taken held-out paintings are not."""
+    from artlens.data import native_crop, source_view
+
+    gens = ("sd15_deliberate", "sd15_dreamshaper", "flux1_dev", "dalle2")
+    ai = [open_image(f) for g in gens for f in held_out[g][:: max(1, len(held_out[g]) // 3)][:3]]
+    crops = [native_crop(im, 11 + i) for i, im in enumerate(ai)]
+    assert all(224 <= min(c.size) and c.size != im.size for c, im in zip(crops, ai))
+    retakes = [source_view(im, 11 + i) for i, im in enumerate(ai)]
+    called = [r["verdict"] == "ai" for r in origin.predict(crops + retakes)]
+    assert sum(called) >= 0.8 * len(called), f"{sum(called)}/{len(called)} crops and re-takes of AI images called AI"
+    human = [open_image(f) for s in detect.HUMAN_SOURCES for f in held_out[s][:6]]
+    got = [r["verdict"] for r in origin.predict([source_view(im, 5 + i) for i, im in enumerate(human)])]
+    assert got.count("ai") == 0, f"re-taken held-out paintings called AI: {got}"
+
+
+def test_training_copies_join_their_rows_only():
+    """with_copies: each copy matrix adds the rows of ``idx`` that have a copy (NaN: none), after the rows."""
+    rows = [detect.OriginImage(f"{i}.jpg", "ai" if i % 2 else "human", "flux1_dev" if i % 2 else "wikiart", f"g{i}")
+            for i in range(6)]
+    X = np.arange(12, dtype=np.float32).reshape(6, 2)
+    E = X + 100
+    E[::2] = np.nan  # copies of the AI rows only
+    Xs, sub = detect.with_copies(X, rows, [0, 1, 2, 3], [E])
+    assert [r.path for r in sub] == ["0.jpg", "1.jpg", "2.jpg", "3.jpg", "1.jpg", "3.jpg"]
+    assert np.array_equal(Xs[4:], X[[1, 3]] + 100)
+    w = detect.balanced_weights(sub)
+    assert np.isclose(w[[1, 3, 4, 5]].sum(), w[[0, 2]].sum())  # AI copies share the AI side's weight
+
+
 def test_the_detector_recipe_is_checked(tmp_path):
     from artlens.config import ConfigError
 
@@ -250,3 +282,20 @@ def test_the_detector_recipe_is_checked(tmp_path):
     bad.write_text(path.read_text().replace("max_error:", "max_eror:"))
     with pytest.raises(ConfigError, match=r"unknown keys \['max_eror'\].*missing keys \['max_error'\]"):
         detect.read_recipe(bad)
+    assert {c["retake"] for c in recipe["copies"]} == {"source", "native"}
+    bad.write_text(path.read_text().replace("retake: native", "retake: nativ"))
+    with pytest.raises(ConfigError, match="copies entry .*nativ.*retake \\(one of source, native\\)"):
+        detect.read_recipe(bad)
+
+
+def test_trust_note_states_the_measured_rates():
+    """The Space's "when not to trust it" text comes from the shipped model's own measurement."""
+    ev = json.loads((DEFAULTS_DIR / "origin" / "evaluation.json").read_text())
+    note = detect.trust_note(ev)
+    dalle_left_out = next(r["ai"] for r in ev["logo"] if r["source"] == "dalle2")
+    assert f"DALL-E 2 {dalle_left_out:.0%}" in note
+    retaken = next(v for k, v in ev["seen_copies"].items() if k.startswith("source"))
+    for r in retaken:
+        if r["origin"] == "ai" and r["source"] != "sd15":
+            assert r["ai"] >= 0.85, f"{r['source']} re-takes called AI {r['ai']:.3f}"
+            assert f"{detect.GENERATOR_NAMES[r['source']]} {r['ai']:.0%}" in note

@@ -80,3 +80,30 @@ def test_lime_scores_low_res_copies_but_reports_the_models_prediction(style, pai
         p = style(prep.tensor(prep.crop(painting))[None]).softmax(-1)[0]
     assert e.extra["size"] == 160 and e.extra["input_size"] == [224, 224]
     assert e.target == int(p.argmax()) and e.score == pytest.approx(float(p.max()), abs=1e-4)
+
+
+def test_the_multi_block_artist_model_gets_rollout_and_low_res_lime(painting):
+    """The shipped artist model reads blocks 5, 7, 9, 11 (BlockTokens): rollout reads its ViT's attention, and
+    LIME's 160 px copies go through the same blocks and head as its prediction (checked at full size)."""
+    from artlens.explain.lime import _scorer
+    from artlens.models import BlockTokens
+
+    artist = load_model("artist")
+    assert isinstance(artist, BlockTokens) and default_method(artist) == "rollout"
+    e = explain(artist, painting, "rollout")
+    assert e.heatmap.shape == (220, 300) and e.heatmap.max() > 0.5 and e.heatmap.mean() > 0.01
+    other = explain(artist, painting, "rollout", target=(e.target + 1) % 50)
+    assert not np.allclose(e.heatmap, other.heatmap, atol=0.05)
+    lime = explain(artist, painting, "lime", num_samples=8)
+    assert lime.extra["size"] == 160 and lime.target == e.target
+    # the any-size forward at the model's own size is the model
+    from artlens.explain.geometry import get_prep
+
+    prep = get_prep(artist)
+    x = prep.tensor(prep.crop(painting))
+    seg = np.zeros((224, 224), dtype=np.int64)
+    artist.bf16 = False  # both in fp32: the same numbers, not only the same answer
+    with torch.no_grad():
+        a = _scorer(artist, x, seg, torch.zeros(1, 3, 1, 1), 224)(torch.ones(1, 1, dtype=torch.bool))
+        b = artist(x[None])
+    assert torch.allclose(a, b, atol=1e-3)

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..data import data_config
 from ..images import open_image
-from ..models import label_names
+from ..models import BlockTokens, label_names, tokens_after_blocks
 from .base import ExplainError, Explanation, class_probs, resolve_target, top_classes
 from .geometry import get_prep, to_image, to_input_nearest
 
@@ -47,7 +47,8 @@ def resizable_vit(model: nn.Module) -> bool:
     """A timm ViT / DeiT with absolute positional embeddings: it can score copies at another size."""
     from timm.models.vision_transformer import VisionTransformer
 
-    return isinstance(model, VisionTransformer) and model.pos_embed is not None and not model.dynamic_img_size
+    vit = model.backbone if isinstance(model, BlockTokens) else model
+    return isinstance(vit, VisionTransformer) and vit.pos_embed is not None and not vit.dynamic_img_size
 
 
 def segment(arr: np.ndarray, segmentation: str = "slic", n_segments: int = 40, compactness: float = 10.0,
@@ -85,9 +86,11 @@ def _scorer(model: nn.Module, x: torch.Tensor, seg: np.ndarray, hide: torch.Tens
 
 
 def _any_size_vit(model: nn.Module, size: int):
-    """A ViT forward at ``size`` px: positional embeddings resampled to the smaller patch grid once."""
+    """A ViT forward at ``size`` px: positional embeddings resampled to the smaller patch grid once
+    (a :class:`BlockTokens` model: its ViT's blocks read there, then its head)."""
     from timm.layers import resample_abs_pos_embed
 
+    reader, model = (model, model.backbone) if isinstance(model, BlockTokens) else (None, model)
     pe = model.patch_embed
     grid = (size // pe.patch_size[0], size // pe.patch_size[1])
     prefix = 0 if model.no_embed_class else model.num_prefix_tokens
@@ -99,6 +102,8 @@ def _any_size_vit(model: nn.Module, size: int):
         t = pe.norm(pe.proj(x).flatten(2).transpose(1, 2))
         first = [e.expand(len(x), -1, -1) for e in extra]
         t = torch.cat(first + [t + pos], 1) if model.no_embed_class else torch.cat(first + [t], 1) + pos
+        if reader is not None:
+            return reader.head(reader.read(tokens_after_blocks(model, model.norm_pre(t), reader.blocks)))
         return model.forward_head(model.norm(model.blocks(model.norm_pre(t))))
 
     return forward

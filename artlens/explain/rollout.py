@@ -14,7 +14,7 @@ from PIL import Image
 from torch import nn
 
 from ..images import open_image
-from ..models import label_names
+from ..models import BlockTokens, label_names
 from .base import ExplainError, Explanation, class_probs, frozen_eval, normalise, top_classes
 from .geometry import get_prep, to_image
 
@@ -22,8 +22,15 @@ if TYPE_CHECKING:
     from .registry import Method
 
 
+def _vit(model: nn.Module) -> nn.Module:
+    """The ViT whose attention is read: the model itself, or the backbone of a :class:`BlockTokens` model."""
+    return model.backbone if isinstance(model, BlockTokens) else model
+
+
 def attention_model(model: nn.Module) -> bool:
-    """A timm ViT / DeiT whose blocks have a plain ``attn`` with the attention dropout to hook."""
+    """A timm ViT / DeiT (or a :class:`BlockTokens` model on one) whose blocks have a plain ``attn`` with
+    the attention dropout to hook."""
+    model = _vit(model)
     blocks = getattr(model, "blocks", None)
     return (hasattr(model, "patch_embed") and getattr(model, "num_prefix_tokens", 0) > 0 and blocks is not None
             and len(blocks) > 0 and all(hasattr(b, "attn") and hasattr(b.attn, "attn_drop") for b in blocks))
@@ -34,6 +41,7 @@ def attention_hooks(model: nn.Module):
     """Yields a list that gets each block's attention probabilities (B x heads x N x N), gradients
     retained. Fused attention is switched off while the block runs (it never forms the matrix)."""
     maps: list[torch.Tensor] = []
+    model = _vit(model)
     fused = [b.attn.fused_attn for b in model.blocks]
 
     def keep(mod, inp, out):
@@ -57,7 +65,7 @@ def rollout(maps: Sequence[torch.Tensor], prefix: int) -> torch.Tensor:
     b, _, n, _ = maps[0].shape
     rel = torch.eye(n).expand(b, n, n).clone()
     for a in maps:
-        cam = (a.grad * a).clamp(min=0).mean(1)
+        cam = (a.grad * a).float().clamp(min=0).mean(1)  # float: BlockTokens runs under bf16
         rel = rel + cam @ rel
     return rel[:, 0, prefix:]
 
@@ -94,10 +102,10 @@ def explain_rollout(model: nn.Module, images: Sequence, targets: list, method: s
         logits = model(x)
         targets = [int(logits[k].argmax()) if t is None else t for k, t in enumerate(targets)]
         logits[torch.arange(len(x)), targets].sum().backward()
-        rel = rollout(maps, model.num_prefix_tokens).detach()
+        rel = rollout(maps, _vit(model).num_prefix_tokens).detach()
     probs = class_probs(logits.detach()).numpy()
     ih, iw = x.shape[-2:]
-    gh, gw = model.patch_embed.grid_size
+    gh, gw = _vit(model).patch_embed.grid_size
     out = []
     for im, r, t, p in zip(imgs, rel.numpy(), targets, probs):
         # the token grid to the input size, bicubic: smooth, and each token's value at its centre
