@@ -426,6 +426,27 @@ def read_recipe(path: Path, keys: tuple) -> dict:
     return cfg
 
 
+def train_views(recipe: dict) -> list[tuple[str, int]]:
+    """``(retake, view)`` of each entry of a recipe's ``train_views``: 0 is the image, n > 0 the ``source``
+    re-take number n, ``{retake: small, view: 1}`` another kind of copy (:data:`artlens.data.RETAKES`)."""
+    from artlens.config import ConfigError
+    from artlens.data import RETAKES
+
+    out = []
+    for v in recipe["train_views"]:
+        if isinstance(v, int) and v >= 0:
+            out.append(("source", v))
+        elif isinstance(v, dict) and set(v) == {"retake", "view"} and v["retake"] in RETAKES \
+                and isinstance(v["view"], int) and v["view"] > 0:
+            out.append((v["retake"], v["view"]))
+        else:
+            raise ConfigError(f"train_views entry {v!r}: give 0 (the image), n (source re-take n) or "
+                              f"{{retake: one of {', '.join(RETAKES)}, view: n}}")
+    if not out or out[0] != ("source", 0):
+        raise ConfigError(f"train_views {recipe['train_views']!r} must start with 0, the image itself")
+    return out
+
+
 def style_sample(rows, per_style: int, seed: int = 0) -> list[int]:
     """A seeded ``per_style`` rows of each style: the images of the perturbation table."""
     import numpy as np
@@ -451,8 +472,8 @@ def measure_style(configs_dir: str | Path, data: Path, work: Path, holdout: bool
     rows = paintings.style_images(data)
     backbone = load_model(recipe["model"])
     t0 = time.time()
-    views = [image_tokens(backbone, [r.path for r in rows], canon, view=int(v), desc=f"style tokens, view {v}")
-             for v in recipe["train_views"]]
+    views = [image_tokens(backbone, [r.path for r in rows], canon, view=v, retake=k, desc=f"style tokens, {k} {v}")
+             for k, v in train_views(recipe)]
     print(f"[style] tokens of {len(rows)} images x {len(views)} views in {time.time() - t0:.0f} s", flush=True)
     keep, pairs = paintings.near_duplicates(token_matrix(views[0], range(views[0].shape[1]), ["cls"]), rows,
                                             float(recipe["duplicate_threshold"]))
@@ -565,8 +586,8 @@ def build_style(args, data: Path, work: Path, out_dir: Path) -> dict:
             f"cosine >= {recipe['duplicate_threshold']} of the standardised class tokens of all blocks, "
             f"{res['duplicates']['between_sources']} between the sources). Every image brought to "
             f"{canon[0]} px and JPEG q{canon[1]}; the final class token of the frozen `{recipe['model']}` for each image "
-            f"and for its re-takes (views {recipe['train_views'][1:]}: crop, squash, resample to 128-1024 px, JPEG "
-            f"q50-95; `artlens.data.source_view`); a ridge regression onto the styles (lambda {recipe['lam']}), every "
+            f"and for its training copies ({', '.join(f'{k} {v}' for k, v in train_views(recipe)[1:])}; `source`: crop, "
+            "squash, resample to 128-1024 px, JPEG q50-95; `small`: the shorter side at 48-112 px; `artlens.data.RETAKES`); a ridge regression onto the styles (lambda {recipe['lam']}), every "
             f"style weighted alike and, within a style, a painter with n paintings weighing n^{recipe['power']}; "
             f"its scores times {res['temperature']:.2f} are the logits (fitted on out-of-fold scores). Trained on "
             f"{res['num_train']} paintings; the {len(test)} paintings of {len({rows[i].group for i in test})} WikiArt "
@@ -612,8 +633,8 @@ def measure_artist(configs_dir: str | Path, data: Path, work: Path, holdout: boo
     rows = paintings.artist_images(data)
     backbone = load_model(recipe["model"])
     blocks, kinds = recipe["blocks"], recipe["tokens"]
-    X, *extra = [token_matrix(image_tokens(backbone, [r.path for r in rows], canon, view=int(v),
-                                           desc=f"artist tokens, view {v}"), blocks, kinds) for v in recipe["train_views"]]
+    X, *extra = [token_matrix(image_tokens(backbone, [r.path for r in rows], canon, view=v, retake=k,
+                                           desc=f"artist tokens, {k} {v}"), blocks, kinds) for k, v in train_views(recipe)]
     cases = {}
     seeds = [int(s) for s in recipe["seeds"]] if holdout else [int(recipe["seed"])]
     if evaluate:
@@ -677,7 +698,7 @@ def build_artist(args, data: Path, work: Path, out_dir: Path) -> dict:
     note = (f"Rebuilt by `make defaults` with `trainers/configs/default_artist.yaml` (`artlens.paintings`): the "
             f"{len(rows)} Best Artworks paintings of the 50 painters of `paintings_artists50` (both sets, shared files "
             f"once), every image brought to {canon[0]} px and JPEG q{canon[1]}; the {' + '.join(kinds)} token of blocks "
-            f"{', '.join(str(x) for x in blocks)} of the frozen `{recipe['model']}` for each image and its re-takes (views {recipe['train_views'][1:]}, "
+            f"{', '.join(str(x) for x in blocks)} of the frozen `{recipe['model']}` for each image and its re-takes ({', '.join(f'{k} {v}' for k, v in train_views(recipe)[1:])}, "
             f"`artlens.data.source_view`); a logistic regression (C={recipe['C']}), every painter weighted alike. "
             f"Trained on {res['num_train']} paintings; {len(test)} ({recipe['ship_test_size']:.0%} of each painter's) "
             "are kept out for the tests (the test metrics above).")

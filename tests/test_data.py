@@ -137,6 +137,16 @@ def test_native_crop_keeps_the_pixels_and_is_seeded():
     assert native_crop(small, 3).size == (200, 200)  # smaller than 224: the whole image
 
 
+def test_small_view_is_a_seeded_thumbnail():
+    from artlens.data import RETAKES, small_view
+
+    img = Image.fromarray(np.random.default_rng(1).integers(0, 255, (256, 300, 3), dtype=np.uint8))
+    shorts = {min(small_view(img, s).size) for s in range(30)}
+    assert min(shorts) >= 48 and max(shorts) <= 112 and len(shorts) > 10
+    assert np.array_equal(np.asarray(small_view(img, 4)), np.asarray(small_view(img, 4)))
+    assert RETAKES["small"] is small_view
+
+
 def test_source_view_is_seeded_and_changes_size_and_encoding():
     from artlens.data import source_view
 
