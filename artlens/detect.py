@@ -250,14 +250,7 @@ def out_of_fold(X: np.ndarray, rows: Sequence[OriginImage], folds: Sequence[dict
                 progress: bool = True, copies: Sequence[np.ndarray] = ()) -> np.ndarray:
     """p(ai) of each row from the fold that tested it (NaN for rows no fold tests); the folds train on
     their rows' ``copies`` too, the scores are of the rows themselves."""
-    from tqdm.auto import tqdm
-
-    p = np.full(len(rows), np.nan)
-    for fold in tqdm(folds, desc="folds", disable=not progress):
-        head = fit_origin(X, rows, fold["train"], C, copies)
-        t = np.asarray(fold["test"])
-        p[t] = linear_probs(X[t], head)[:, 1]
-    return p
+    return _scores(X, rows, folds, C, copies, {}, progress)[0]
 
 
 # ---------------------------------------------------------------- verdicts
@@ -386,13 +379,13 @@ def seen_folds(rows: Sequence[OriginImage], k: int = 5, seed: int = 0) -> list[d
              "train": [i for i, r in enumerate(rows) if fold_of[r.group] != j]} for j in range(k)]
 
 
-def _scores(X, rows, folds, C, copies, test_copies) -> tuple[np.ndarray, dict]:
+def _scores(X, rows, folds, C, copies, test_copies, progress: bool = True) -> tuple[np.ndarray, dict]:
     """Out-of-fold p(ai) of the rows and of each of their ``test_copies`` (one head per fold)."""
     from tqdm.auto import tqdm
 
     p = np.full(len(rows), np.nan)
     pc = {name: np.full(len(rows), np.nan) for name in test_copies}
-    for fold in tqdm(folds, desc="folds"):
+    for fold in tqdm(folds, desc="folds", disable=not progress):
         head = fit_origin(X, rows, fold["train"], C, copies)
         t = np.asarray(fold["test"])
         p[t] = linear_probs(X[t], head)[:, 1]
