@@ -150,7 +150,7 @@ def add_explain_parser(sub):
     p.add_argument("--alpha", type=float, default=0.5, help="opacity of the heat map over the painting")
     p.add_argument("--colormap", default="jet", help="matplotlib colour map")
     p.add_argument("--batch-size", type=int, default=8, help="images per CAM batch")
-    p.add_argument("--num-samples", type=int, default=48, help="LIME: perturbed copies (in mask/inverse pairs)")
+    p.add_argument("--num-samples", type=int, default=64, help="LIME: perturbed copies (rows of a Hadamard design)")
     p.add_argument("--segmentation", default="slic", choices=["slic", "quickshift"], help="LIME: superpixels")
     p.add_argument("--n-segments", type=int, default=40, help="LIME (slic): about this many superpixels")
     p.add_argument("--seed", type=int, default=0, help="LIME: sampling seed (same seed, same map)")

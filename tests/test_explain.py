@@ -259,6 +259,35 @@ def test_lime_repeatable_with_progress(imagenet, wide_painting):
     assert a.heatmap[:, :49].max() == 0
     with pytest.raises(ExplainError, match="unknown segmentation"):
         explain(imagenet, wide_painting, "lime", segmentation="felzenszwalb")
+    assert a.extra["design"] == "hadamard"
+    d = explain(imagenet, wide_painting, "lime", num_samples=40, batch_size=10, design="random")
+    assert d.extra["design"] == "random" and not np.array_equal(a.heatmap, d.heatmap)
+    with pytest.raises(ExplainError, match="unknown LIME design"):
+        explain(imagenet, wide_painting, "lime", design="sobol")
+
+
+def test_lime_masks_are_an_orthogonal_design():
+    from artlens.explain.lime import design_masks, hadamard
+
+    orders = [n for n in range(1, 101) if hadamard(n) is not None]
+    assert {1, 2, 4, 12, 20, 24, 32, 40, 44, 48, 60, 64, 68, 72, 80, 84, 88, 96} <= set(orders)
+    for n in orders:
+        h = hadamard(n).astype(int)
+        assert (h @ h.T == n * np.eye(n)).all() and (h[0] == 1).all() and (h[:, 0] == 1).all(), n
+    m = design_masks(64, 40, seed=3).astype(int)
+    assert m.shape == (64, 40) and m[0].all()  # the first copy is the image itself
+    # every superpixel off in half the copies, every pair of superpixels in each on/off combination a
+    # quarter of the time: the columns are orthogonal, so each superpixel's weight is fitted independently
+    assert (m.sum(0) == 32).all()
+    both = m.T @ m
+    assert (both[~np.eye(40, dtype=bool)] == 16).all()
+    assert not np.array_equal(m, design_masks(64, 40, seed=4))
+    # more superpixels than samples: the first rows of a larger design, the count as asked
+    few = design_masks(8, 40)
+    assert few.shape == (8, 40) and few[0].all() and len({r.tobytes() for r in few}) == 8
+    assert design_masks(200, 40).shape == (200, 40)
+    rnd = design_masks(64, 40, "random")
+    assert rnd[0].all() and (rnd[0::2] == ~rnd[1::2]).all()  # LIME's coin flips, in complementary pairs
 
 
 def test_overlays(imagenet, wide_painting):

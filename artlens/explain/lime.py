@@ -4,8 +4,11 @@ class probability of every perturbed copy fitted by a local linear model (``lime
 Built for a head on a heavy backbone (the shipped models: CLIP ViT-B/16): the perturbed copies
 are made as one tensor per batch and scored in one model call per batch; an "off" superpixel takes
 the dataset mean colour (0 after normalisation, the colour the deletion score removes pixels with);
-masks come in complementary pairs (each sample and its inverse: lower variance, so fewer samples);
-ViTs score the copies at a lower resolution (positional embeddings resampled) under bf16 autocast.
+the masks are the rows of a Hadamard matrix (an orthogonal two-level design: every superpixel is on in
+half the copies, and every pair of superpixels on together in a quarter of them), so the linear fit sees
+each superpixel's effect with the least variance a design of that size allows (64 such copies were as
+faithful as 200 random ones: docs/experiments.md, section 14); ViTs score the copies at a lower resolution
+(positional embeddings resampled) under bf16 autocast.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
     from .registry import Method
 
 SEGMENTATIONS = ("slic", "quickshift")
+DESIGNS = ("hadamard", "random")
 VIT_SIZE = 160  # px at which a ViT scores the copies: a 10 x 10 patch grid (see docs/benchmarks.md)
 
 
@@ -67,6 +71,46 @@ def segment(arr: np.ndarray, segmentation: str = "slic", n_segments: int = 40, c
     else:
         raise ExplainError(f"unknown segmentation '{segmentation}'; use {' or '.join(SEGMENTATIONS)}")
     return np.unique(seg, return_inverse=True)[1].reshape(seg.shape)
+
+
+def hadamard(n: int) -> np.ndarray | None:
+    """A Hadamard matrix of order ``n`` (entries +-1, rows orthogonal) with a first row and column of +1,
+    or None where these constructions give none: Sylvester doubling, and Paley's for ``n = q + 1``, ``q`` a
+    prime = 3 (mod 4) (so every power of 2 and 12, 20, 24, 32, 44, 48, 60, 64, 68, 72, 80, 84, 88, 96, ...)."""
+    if n == 1:
+        return np.ones((1, 1), dtype=np.int8)
+    if n % 2 == 0 and (h := hadamard(n // 2)) is not None:
+        return np.block([[h, h], [h, -h]])
+    q = n - 1
+    if q < 3 or q % 4 != 3 or any(q % k == 0 for k in range(2, int(q ** 0.5) + 1)):
+        return None
+    squares = np.zeros(q, dtype=bool)
+    squares[np.arange(1, q) ** 2 % q] = True
+    chi = np.where(squares, 1, -1)
+    chi[0] = 0
+    h = np.eye(n, dtype=np.int8)
+    h[0, 1:], h[1:, 0] = 1, -1
+    h[1:, 1:] += chi[(np.arange(q)[None, :] - np.arange(q)[:, None]) % q].astype(np.int8)
+    return h * h[:, :1]  # rows signed so that the first column is +1 too (the first row already is)
+
+
+def design_masks(num_samples: int, d: int, design: str = "hadamard", seed: int = 0) -> np.ndarray:
+    """``num_samples`` kept-superpixel masks over ``d`` superpixels; the first keeps them all (the image).
+
+    ``hadamard``: the rows of a Hadamard matrix of the smallest order that is at least ``num_samples`` and
+    ``d + 1``, on ``d`` of its columns picked at random (fewer samples than that order: its first rows).
+    ``random``: LIME's own coin flips, in complementary pairs (each mask and its inverse)."""
+    if design not in DESIGNS:
+        raise ExplainError(f"unknown LIME design '{design}'; use {' or '.join(DESIGNS)}")
+    rng = np.random.default_rng(seed)
+    if design == "random":
+        half = rng.integers(0, 2, ((num_samples + 1) // 2, d)).astype(bool)
+        half[0] = True  # the unperturbed copy (its pair: everything off)
+        return np.stack([half, ~half], 1).reshape(-1, d)[:num_samples]
+    n = max(num_samples, d + 1)
+    while (h := hadamard(n)) is None:
+        n += 1
+    return h[:num_samples, 1 + rng.permutation(n - 1)[:d]] > 0
 
 
 def _scorer(model: nn.Module, x: torch.Tensor, seg: np.ndarray, hide: torch.Tensor, size: int | None = None):
@@ -118,18 +162,20 @@ def _hide_value(model: nn.Module, hide_color) -> torch.Tensor:
     return ((rgb - torch.tensor(cfg["mean"])) / torch.tensor(cfg["std"])).view(1, 3, 1, 1)
 
 
-def explain_lime(model: nn.Module, image, target, num_samples: int = 48, batch_size: int = 16,
+def explain_lime(model: nn.Module, image, target, num_samples: int = 64, batch_size: int = 16,
                  segmentation: str = "slic", n_segments: int = 40, compactness: float = 10.0,
                  hide_color=None, size: int | None = None, bf16: bool = True, kernel_width: float = 0.25,
-                 seed: int = 0, positive: int = 5, progress: Callable[[float], None] | None = None) -> Explanation:
+                 seed: int = 0, positive: int = 5, design: str = "hadamard",
+                 progress: Callable[[float], None] | None = None) -> Explanation:
     """LIME on the model-input crop with ``num_samples`` perturbed copies, ``batch_size`` per model call.
 
     ``hide_color``: RGB 0..255 an off superpixel takes (default: the dataset mean colour);
     ``size``: px at which the copies are scored (default: :data:`VIT_SIZE` for ViTs, whose cost
     grows with the patch count, the input size for the rest); ``bf16``: score the copies under
     bfloat16 autocast (~2x faster on CPUs with AVX512-BF16); ``kernel_width``: of LIME's kernel on
-    the cosine distance to the unperturbed image. The prediction itself (``score``, the default
-    target) comes from one full-size fp32 pass, as :func:`artlens.predict` makes it.
+    the cosine distance to the unperturbed image; ``design``: which superpixels each copy keeps
+    (:func:`design_masks`: ``hadamard``, or LIME's ``random`` coin flips). The prediction itself
+    (``score``, the default target) comes from one full-size fp32 pass, as :func:`artlens.predict` makes it.
     """
     from lime.lime_base import LimeBase
     from sklearn.metrics import pairwise_distances
@@ -145,10 +191,7 @@ def explain_lime(model: nn.Module, image, target, num_samples: int = 48, batch_s
     size = None if size == x.shape[-1] == x.shape[-2] else size
     seg = segment(np.asarray(crop, dtype=np.uint8), segmentation, n_segments, compactness, seed)
     d = int(seg.max()) + 1
-    rng = np.random.default_rng(seed)
-    half = rng.integers(0, 2, ((num_samples + 1) // 2, d)).astype(bool)
-    half[0] = True  # the unperturbed copy (its pair: everything off)
-    masks = np.stack([half, ~half], 1).reshape(-1, d)[:num_samples]
+    masks = design_masks(num_samples, d, design, seed)
     uniq, inverse = np.unique(masks, axis=0, return_inverse=True)  # equal patterns are scored once
     probs = np.zeros((len(uniq), len(names)), dtype=np.float32)
     score = _scorer(model, x, seg, _hide_value(model, hide_color), size)
@@ -173,8 +216,8 @@ def explain_lime(model: nn.Module, image, target, num_samples: int = 48, batch_s
     for s, w in local_exp:
         weights[s] = w
     return _lime_explanation(seg, weights, target, names, p0, img, prep, "lime", positive,
-                             {"num_samples": num_samples, "unique_samples": len(uniq), "segmentation": segmentation,
-                              "size": size or int(x.shape[-1]), "seed": seed, "fidelity": round(float(fidelity), 4)})
+                             {"num_samples": num_samples, "unique_samples": len(uniq), "design": design,
+                              "segmentation": segmentation, "size": size or int(x.shape[-1]), "seed": seed, "fidelity": round(float(fidelity), 4)})
 
 
 def _lime_explanation(seg, weights, target, names, p0, img, prep, method, positive, info) -> Explanation:

@@ -70,7 +70,7 @@ def run(args) -> str:
                      "settings": f"7x7 random order, {1 if quick else 2} seeds",
                      "time": 0.0, "deletion": float(np.mean(dels)), "insertion": float(np.mean(ins)), "n": len(files)})
 
-    lime_settings = "SLIC ~40 superpixels, 48 paired samples scored at 160 px, bf16, batch 16"
+    lime_settings = "SLIC ~40 superpixels, 64 samples (Hadamard design) scored at 160 px, bf16, batch 16"
     style = load_model("style")
     style.tag = "style"
     targets = {f: explain(style, f, "gradcam").target for f in files}
