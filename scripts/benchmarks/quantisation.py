@@ -40,6 +40,7 @@ def shift(files, seeds=(0,), steps=(0.5,)) -> dict:
     import numpy as np
     import torch
 
+    from artlens.models import BlockTokens
     from artlens.offline import quantisation_steps
     from artlens.predict import Predictor, predict_together
 
@@ -53,9 +54,15 @@ def shift(files, seeds=(0,), steps=(0.5,)) -> dict:
             s, a = predict_together([style, artist], files)
             return {"style": s, "artist": a, "origin": origin.predict(files)}
 
-    def load(sd):  # artist's probabilities come from style's pass (predict_together): two towers to move
-        style.model.load_state_dict(sd, strict=False)
-        origin.model.backbone.load_state_dict(sd, strict=False)
+    # every model loads its own tower, and predict_together reads style and artist through the tower of the one
+    # that reads several blocks (artist): move them all, and check that each one took every moved tensor
+    towers = {id(t): t for t in (p.model.backbone if isinstance(p.model, BlockTokens) else p.model
+                                 for p in (style, artist, origin))}.values()
+
+    def load(sd):
+        for tower in towers:
+            if tower.load_state_dict(sd, strict=False).unexpected_keys:
+                raise KeyError(f"{type(tower).__name__} has no tensors named like the CLIP tower's")
 
     base = answers()
     out = {"images": len(files), "seeds": len(seeds)}
