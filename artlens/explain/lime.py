@@ -217,7 +217,8 @@ def explain_lime(model: nn.Module, image, target, num_samples: int = 64, batch_s
         weights[s] = w
     return _lime_explanation(seg, weights, target, names, p0, img, prep, "lime", positive,
                              {"num_samples": num_samples, "unique_samples": len(uniq), "design": design,
-                              "segmentation": segmentation, "size": size or int(x.shape[-1]), "seed": seed, "fidelity": round(float(fidelity), 4)})
+                              "segmentation": segmentation, "size": size or int(x.shape[-1]), "seed": seed,
+                              "fidelity": round(float(fidelity), 4)})
 
 
 def _lime_explanation(seg, weights, target, names, p0, img, prep, method, positive, info) -> Explanation:
