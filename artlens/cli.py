@@ -150,7 +150,9 @@ def add_explain_parser(sub):
     p.add_argument("--alpha", type=float, default=0.5, help="opacity of the heat map over the painting")
     p.add_argument("--colormap", default="jet", help="matplotlib colour map")
     p.add_argument("--batch-size", type=int, default=8, help="images per CAM batch")
-    p.add_argument("--num-samples", type=int, default=64, help="LIME: perturbed copies (rows of a Hadamard design)")
+    p.add_argument("--num-samples", type=int, default=40, help="LIME: perturbed copies (rows of a Hadamard design)")
+    p.add_argument("--refine", type=int, default=11,
+                   help="LIME: superpixels measured again at full resolution and ranked by that (0: none)")
     p.add_argument("--segmentation", default="slic", choices=["slic", "quickshift"], help="LIME: superpixels")
     p.add_argument("--n-segments", type=int, default=40, help="LIME (slic): about this many superpixels")
     p.add_argument("--seed", type=int, default=0, help="LIME: sampling seed (same seed, same map)")
@@ -177,7 +179,7 @@ def cmd_explain(args) -> int:
             layers = layer_names(model) if args.layer == "all" else [s.strip() for s in args.layer.split(",")]
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        lime_kw = {"num_samples": args.num_samples, "segmentation": args.segmentation,
+        lime_kw = {"num_samples": args.num_samples, "refine": args.refine, "segmentation": args.segmentation,
                    "n_segments": args.n_segments, "seed": args.seed}
         records, status = [], 0
         torch.set_grad_enabled(True)

@@ -53,7 +53,7 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, default=64, help="side of the common square the maps are averaged on")
     p.add_argument("--max-per-class", type=int, default=30, help="images per class (random, seeded; 0 for all)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--num-samples", type=int, default=64, help="LIME: perturbed copies per image")
+    p.add_argument("--num-samples", type=int, default=40, help="LIME: perturbed copies per image (then 12 more: refine)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--colormap", default="jet")
     p.add_argument("--out", default=None, help="output folder")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from artlens.explain import default_method, explain
+from artlens.explain import ExplainError, default_method, explain
 from artlens.images import list_images, open_image
 from artlens.models import load_model
 
@@ -32,12 +32,30 @@ def test_lime_scores_each_batch_of_copies_in_one_backbone_call(style, painting):
         e = explain(style, painting, "lime", num_samples=24, batch_size=8)
     finally:
         hook.remove()
-    unique = e.extra["unique_samples"]
-    assert 2 <= unique <= 24
-    # one full-size pass for the prediction, then one call per batch of 8 copies (a per-copy loop
-    # would make `unique` calls of 1)
-    assert seen[0] == 1 and len(seen) == 1 + math.ceil(unique / 8), seen
-    assert sum(seen[1:]) == unique and max(seen) == 8, seen
+    unique, again = e.extra["unique_samples"], e.extra["refine_samples"]
+    assert 2 <= unique <= 24 and again == 12
+    # one full-size pass for the prediction, one call per batch of 8 copies (a per-copy loop would make
+    # `unique` calls of 1), then the refining copies at the model's own size, 8 at a time too
+    assert seen[0] == 1 and len(seen) == 1 + math.ceil(unique / 8) + 2, seen
+    assert sum(seen[1:]) == unique + again and max(seen) == 8, seen
+
+
+def test_lime_refine_reorders_the_strongest_superpixels_at_full_size(style, painting):
+    """The second step re-ranks the first fit's 11 strongest superpixels by 12 copies scored at 224 px
+    (the first fit's at 160 px): same set of weights, another order among those 11, the rest untouched."""
+    a = explain(style, painting, "lime", num_samples=40, refine=0)
+    b = explain(style, painting, "lime", num_samples=40)
+    assert a.extra["refined"] == [] and a.extra["refine_samples"] == 0 and a.extra["size"] == 160
+    top = np.argsort(-a.extra["weights"], kind="stable")[:11]
+    assert b.extra["refine_samples"] == 12 and len(b.extra["refined"]) == 11 and set(b.extra["refined"]) == set(top.tolist())
+    np.testing.assert_array_equal(np.sort(b.extra["weights"]), np.sort(a.extra["weights"]))
+    rest = np.setdiff1d(np.arange(a.extra["num_segments"]), top)
+    np.testing.assert_array_equal(b.extra["weights"][rest], a.extra["weights"][rest])
+    # on this painting the full-size copies do change the order (the point of the step)
+    assert b.extra["refined"] != top.tolist()
+    assert np.all(np.diff(b.extra["weights"][b.extra["refined"]]) <= 0)
+    with pytest.raises(ExplainError, match="refine=-1"):
+        explain(style, painting, "lime", refine=-1)
 
 
 @pytest.mark.parametrize("method", ["rollout", "gradcam", "lime"])

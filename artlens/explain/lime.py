@@ -6,9 +6,11 @@ are made as one tensor per batch and scored in one model call per batch; an "off
 the dataset mean colour (0 after normalisation, the colour the deletion score removes pixels with);
 the masks are the rows of a Hadamard matrix (an orthogonal two-level design: every superpixel is on in
 half the copies, and every pair of superpixels on together in a quarter of them), so the linear fit sees
-each superpixel's effect with the least variance a design of that size allows (64 such copies were as
-faithful as 200 random ones: docs/experiments.md, section 14); ViTs score the copies at a lower resolution
-(positional embeddings resampled) under bf16 autocast.
+each superpixel's effect with the least variance a design of that size allows; ViTs score these copies at
+a lower resolution (positional embeddings resampled) under bf16 autocast. A second, small design then
+re-measures the strongest superpixels at the model's own input size with the rest of the image kept
+(``refine``), and orders them by that: the lower resolution is what cost faithfulness, and it matters most
+for the regions a reader looks at first (docs/experiments.md, sections 14 and 15).
 """
 from __future__ import annotations
 
@@ -94,6 +96,13 @@ def hadamard(n: int) -> np.ndarray | None:
     return h * h[:, :1]  # rows signed so that the first column is +1 too (the first row already is)
 
 
+def hadamard_order(n: int) -> int:
+    """The smallest order >= ``n`` for which :func:`hadamard` builds a matrix."""
+    while hadamard(n) is None:
+        n += 1
+    return n
+
+
 def design_masks(num_samples: int, d: int, design: str = "hadamard", seed: int = 0) -> np.ndarray:
     """``num_samples`` kept-superpixel masks over ``d`` superpixels; the first keeps them all (the image).
 
@@ -107,10 +116,8 @@ def design_masks(num_samples: int, d: int, design: str = "hadamard", seed: int =
         half = rng.integers(0, 2, ((num_samples + 1) // 2, d)).astype(bool)
         half[0] = True  # the unperturbed copy (its pair: everything off)
         return np.stack([half, ~half], 1).reshape(-1, d)[:num_samples]
-    n = max(num_samples, d + 1)
-    while (h := hadamard(n)) is None:
-        n += 1
-    return h[:num_samples, 1 + rng.permutation(n - 1)[:d]] > 0
+    n = hadamard_order(max(num_samples, d + 1))
+    return hadamard(n)[:num_samples, 1 + rng.permutation(n - 1)[:d]] > 0
 
 
 def _scorer(model: nn.Module, x: torch.Tensor, seg: np.ndarray, hide: torch.Tensor, size: int | None = None):
@@ -162,10 +169,26 @@ def _hide_value(model: nn.Module, hide_color) -> torch.Tensor:
     return ((rgb - torch.tensor(cfg["mean"])) / torch.tensor(cfg["std"])).view(1, 3, 1, 1)
 
 
-def explain_lime(model: nn.Module, image, target, num_samples: int = 64, batch_size: int = 16,
+def _fit(masks: np.ndarray, probs: np.ndarray, target: int, kernel_width: float, seed: int) -> tuple[np.ndarray, float]:
+    """LIME's weighted linear fit of the target probability on the kept-superpixel masks: (weights, R^2)."""
+    from lime.lime_base import LimeBase
+    from sklearn.metrics import pairwise_distances
+
+    d = masks.shape[1]
+    distances = pairwise_distances(masks, masks[:1], metric="cosine").ravel()
+    base = LimeBase(lambda dist: np.sqrt(np.exp(-dist ** 2 / kernel_width ** 2)), random_state=seed)
+    _, local_exp, fidelity, _ = base.explain_instance_with_data(masks.astype(np.float64), probs, distances, target,
+                                                                num_features=d)
+    weights = np.zeros(d, dtype=np.float32)
+    for s, w in local_exp:
+        weights[s] = w
+    return weights, float(fidelity)
+
+
+def explain_lime(model: nn.Module, image, target, num_samples: int = 40, batch_size: int = 16,
                  segmentation: str = "slic", n_segments: int = 40, compactness: float = 10.0,
                  hide_color=None, size: int | None = None, bf16: bool = True, kernel_width: float = 0.25,
-                 seed: int = 0, positive: int = 5, design: str = "hadamard",
+                 seed: int = 0, positive: int = 5, design: str = "hadamard", refine: int = 11,
                  progress: Callable[[float], None] | None = None) -> Explanation:
     """LIME on the model-input crop with ``num_samples`` perturbed copies, ``batch_size`` per model call.
 
@@ -174,14 +197,16 @@ def explain_lime(model: nn.Module, image, target, num_samples: int = 64, batch_s
     grows with the patch count, the input size for the rest); ``bf16``: score the copies under
     bfloat16 autocast (~2x faster on CPUs with AVX512-BF16); ``kernel_width``: of LIME's kernel on
     the cosine distance to the unperturbed image; ``design``: which superpixels each copy keeps
-    (:func:`design_masks`: ``hadamard``, or LIME's ``random`` coin flips). The prediction itself
-    (``score``, the default target) comes from one full-size fp32 pass, as :func:`artlens.predict` makes it.
+    (:func:`design_masks`: ``hadamard``, or LIME's ``random`` coin flips); ``refine``: how many of the
+    strongest superpixels are measured again, with a Hadamard design of the next order (12 copies for 11)
+    at the model's input size and every other superpixel kept, and ranked by that second fit (they keep
+    the first fit's largest weights, in its order; 0: no second step). The prediction itself (``score``,
+    the default target) comes from one full-size fp32 pass, as :func:`artlens.predict` makes it.
     """
-    from lime.lime_base import LimeBase
-    from sklearn.metrics import pairwise_distances
-
     if num_samples < 2:
         raise ExplainError(f"LIME needs at least 2 samples, got num_samples={num_samples}")
+    if refine < 0:
+        raise ExplainError(f"refine={refine}: give how many superpixels to measure again (0: none)")
     prep = get_prep(model)
     names = label_names(model)
     img = open_image(image)
@@ -191,34 +216,46 @@ def explain_lime(model: nn.Module, image, target, num_samples: int = 64, batch_s
     size = None if size == x.shape[-1] == x.shape[-2] else size
     seg = segment(np.asarray(crop, dtype=np.uint8), segmentation, n_segments, compactness, seed)
     d = int(seg.max()) + 1
+    k = min(refine, d)
     masks = design_masks(num_samples, d, design, seed)
     uniq, inverse = np.unique(masks, axis=0, return_inverse=True)  # equal patterns are scored once
-    probs = np.zeros((len(uniq), len(names)), dtype=np.float32)
-    score = _scorer(model, x, seg, _hide_value(model, hide_color), size)
+    n_refine = hadamard_order(k + 1) if k else 0
+    total = len(uniq) + n_refine
+    hide = _hide_value(model, hide_color)
     was_training = model.training
     model.eval()
+
+    def scores(score, m: np.ndarray, done: int) -> np.ndarray:
+        out = np.zeros((len(m), len(names)), dtype=np.float32)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            for i in range(0, len(m), batch_size):
+                out[i:i + batch_size] = class_probs(score(torch.from_numpy(m[i:i + batch_size])).float()).numpy()
+                if progress is not None:
+                    progress(min(1.0, (done + i + batch_size) / total))
+        return out
+
     try:
         with torch.inference_mode():
             p0 = class_probs(model(x[None]))[0].numpy()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                for i in range(0, len(uniq), batch_size):
-                    probs[i:i + batch_size] = class_probs(score(torch.from_numpy(uniq[i:i + batch_size])).float()).numpy()
-                    if progress is not None:
-                        progress(min(1.0, (i + batch_size) / len(uniq)))
+            target = int(np.argmax(p0)) if target is None else target
+            weights, fidelity = _fit(masks, scores(_scorer(model, x, seg, hide, size), uniq, 0)[inverse.ravel()],
+                                     target, kernel_width, seed)
+            refined = []
+            if k:
+                top = np.argsort(-weights, kind="stable")[:k]
+                again = np.ones((n_refine, d), dtype=bool)
+                again[:, top] = design_masks(n_refine, k, "hadamard", seed + 1)
+                w2, _ = _fit(again, scores(_scorer(model, x, seg, hide, None), again, len(uniq)),
+                             target, kernel_width, seed)
+                refined = top[np.argsort(-w2[top], kind="stable")]
+                weights[refined] = weights[top]  # top is in descending order of the first fit
     finally:
         model.train(was_training)
-    target = int(np.argmax(p0)) if target is None else target
-    distances = pairwise_distances(masks, masks[:1], metric="cosine").ravel()
-    base = LimeBase(lambda dist: np.sqrt(np.exp(-dist ** 2 / kernel_width ** 2)), random_state=seed)
-    _, local_exp, fidelity, _ = base.explain_instance_with_data(masks.astype(np.float64), probs[inverse.ravel()],
-                                                                distances, target, num_features=d)
-    weights = np.zeros(d, dtype=np.float32)
-    for s, w in local_exp:
-        weights[s] = w
     return _lime_explanation(seg, weights, target, names, p0, img, prep, "lime", positive,
                              {"num_samples": num_samples, "unique_samples": len(uniq), "design": design,
+                              "refined": [int(s) for s in refined], "refine_samples": n_refine,
                               "segmentation": segmentation, "size": size or int(x.shape[-1]), "seed": seed,
-                              "fidelity": round(float(fidelity), 4)})
+                              "fidelity": round(fidelity, 4)})
 
 
 def _lime_explanation(seg, weights, target, names, p0, img, prep, method, positive, info) -> Explanation:

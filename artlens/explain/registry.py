@@ -68,8 +68,8 @@ REGISTRY: Mapping[str, Method] = MappingProxyType({m.name: m for m in (
            note="ViT / DeiT only", aliases=("attentionrollout", "gradrollout")),
     Method("lime", "LIME", class_specific=True, takes_layer=False, explainer=LIME,
            options=("num_samples", "segmentation", "n_segments", "compactness", "hide_color", "size", "bf16",
-                    "kernel_width", "seed", "positive", "design", "progress"),
-           note="slower: 64 perturbed copies, a few seconds on a CPU"),
+                    "kernel_width", "seed", "positive", "design", "refine", "progress"),
+           note="slower: 52 perturbed copies, a few seconds on a CPU"),
 )})
 
 

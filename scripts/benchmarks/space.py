@@ -109,7 +109,7 @@ def run(args) -> str:
     lines += ["| endpoint (one client) | requests | p50 latency | p95 latency |", "|---|---|---|---|"]
     names = {"classify": "/classify (style + artist)", "detect": "/detect (human or AI)",
              "gradcam": "/explain Grad-CAM", "rollout": "/explain attention rollout",
-             "lime": "/explain LIME (64 samples)"}
+             "lime": "/explain LIME (40 + 12 samples)"}
     for name, lat in per.items():
         lines.append(f"| {names[name]} | {len(lat)} | {statistics.median(lat):.2f} s | {_pct(lat, 95):.2f} s |")
     lat = load["lat"] or [float("nan")]
