@@ -27,7 +27,7 @@ __all__ = [
     "DataError", "data_config", "eval_transform", "train_transform", "AUGMENTATIONS",
     "load_data", "group_from_filename", "load_label_map", "apply_label_map", "compose_labels",
     "cap_per_class", "class_weights", "split_data", "save_split", "load_split", "TorchDataset",
-    "five_crops", "TTA_MODES", "TTA_VIEWS", "tta_views", "jpeg_reencode", "canonical_image", "source_view", "native_crop", "small_view", "RETAKES", "load_labelled_folders", "PERTURBATIONS", "parse_perturbations", "perturb",
+    "five_crops", "TTA_MODES", "TTA_VIEWS", "tta_views", "jpeg_reencode", "canonical_image", "source_view", "native_crop", "small_view", "tiny_view", "RETAKES", "load_labelled_folders", "PERTURBATIONS", "parse_perturbations", "perturb",
 ]
 
 
@@ -114,20 +114,30 @@ def native_crop(img: Image.Image, seed: int, size: int = 224) -> Image.Image:
     return img.crop((x, y, x + cw, y + ch))
 
 
+def _thumbnail(img: Image.Image, seed: int, lo: int, hi: int) -> Image.Image:
+    rng = random.Random(seed)
+    s = rng.randint(lo, hi) / min(img.size)
+    img = img.resize((max(8, round(img.width * s)), max(8, round(img.height * s))),
+                     rng.choice([Image.BICUBIC, Image.BILINEAR, Image.LANCZOS, Image.BOX]))
+    return jpeg_reencode(img, rng.randint(60, 95)) if rng.random() < 0.5 else img
+
+
 def small_view(img: Image.Image, seed: int) -> Image.Image:
     """One seeded small copy of an image: the shorter side resampled to 48-112 px (random filter), in
     half the cases one JPEG round trip at quality 60-95. For training copies of the style and artist models
     (:func:`artlens.features.image_tokens` ``retake="small"``): thumbnails and tiny uploads reach the
     canonical form upscaled from a few dozen pixels, which the ``source`` re-takes (128 px at the
     smallest) never show."""
-    rng = random.Random(seed)
-    s = rng.randint(48, 112) / min(img.size)
-    img = img.resize((max(8, round(img.width * s)), max(8, round(img.height * s))),
-                     rng.choice([Image.BICUBIC, Image.BILINEAR, Image.LANCZOS, Image.BOX]))
-    return jpeg_reencode(img, rng.randint(60, 95)) if rng.random() < 0.5 else img
+    return _thumbnail(img, seed, 48, 112)
 
 
-RETAKES = {"source": source_view, "native": native_crop, "small": small_view}
+def tiny_view(img: Image.Image, seed: int) -> Image.Image:
+    """:func:`small_view` at 32-64 px (``retake="tiny"``): what a quarter-size copy of a 128-256 px
+    painting is. The style model's thumbnail copy (docs/experiments.md section 17)."""
+    return _thumbnail(img, seed, 32, 64)
+
+
+RETAKES = {"source": source_view, "native": native_crop, "small": small_view, "tiny": tiny_view}
 
 
 class _RandomRescaleJpeg:

@@ -223,7 +223,7 @@ def image_tokens(model: nn.Module, files: Sequence[str | os.PathLike], canonical
     number ``view`` of each image (:func:`artlens.data.source_view`, seeded by the file's content and
     ``view``) instead of the image as it is; ``retake`` names the kind of copy (:data:`artlens.data.RETAKES`:
     ``"source"``, a re-take as another source would hand it over; ``"native"``, a crop at native resolution;
-    ``"small"``, a 48-112 px thumbnail).
+    ``"small"`` and ``"tiny"``, a 48-112 or 32-64 px thumbnail).
     """
     if retake not in RETAKES:
         raise DataError(f"unknown retake {retake!r}; choose one of {', '.join(RETAKES)}")

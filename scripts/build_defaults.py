@@ -428,7 +428,7 @@ def read_recipe(path: Path, keys: tuple) -> dict:
 
 def train_views(recipe: dict) -> list[tuple[str, int]]:
     """``(retake, view)`` of each entry of a recipe's ``train_views``: 0 is the image, n > 0 the ``source``
-    re-take number n, ``{retake: small, view: 1}`` another kind of copy (:data:`artlens.data.RETAKES`)."""
+    re-take number n, ``{retake: tiny, view: 1}`` another kind of copy (:data:`artlens.data.RETAKES`)."""
     from artlens.config import ConfigError
     from artlens.data import RETAKES
 
@@ -587,7 +587,7 @@ def build_style(args, data: Path, work: Path, out_dir: Path) -> dict:
             f"{res['duplicates']['between_sources']} between the sources). Every image brought to "
             f"{canon[0]} px and JPEG q{canon[1]}; the final class token of the frozen `{recipe['model']}` for each image "
             f"and for its training copies ({', '.join(f'{k} {v}' for k, v in train_views(recipe)[1:])}; `source`: crop, "
-            "squash, resample to 128-1024 px, JPEG q50-95; `small`: the shorter side at 48-112 px; `artlens.data.RETAKES`); a ridge regression onto the styles (lambda {recipe['lam']}), every "
+            f"squash, resample to 128-1024 px, JPEG q50-95; `small` / `tiny`: the shorter side at 48-112 / 32-64 px; `artlens.data.RETAKES`); a ridge regression onto the styles (lambda {recipe['lam']}), every "
             f"style weighted alike and, within a style, a painter with n paintings weighing n^{recipe['power']}; "
             f"its scores times {res['temperature']:.2f} are the logits (fitted on out-of-fold scores). Trained on "
             f"{res['num_train']} paintings; the {len(test)} paintings of {len({rows[i].group for i in test})} WikiArt "

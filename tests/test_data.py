@@ -137,14 +137,16 @@ def test_native_crop_keeps_the_pixels_and_is_seeded():
     assert native_crop(small, 3).size == (200, 200)  # smaller than 224: the whole image
 
 
-def test_small_view_is_a_seeded_thumbnail():
-    from artlens.data import RETAKES, small_view
+@pytest.mark.parametrize("kind,lo,hi", [("small", 48, 112), ("tiny", 32, 64)])
+def test_thumbnail_views_are_seeded_and_sized(kind, lo, hi):
+    from artlens.data import RETAKES
 
+    view = RETAKES[kind]
     img = Image.fromarray(np.random.default_rng(1).integers(0, 255, (256, 300, 3), dtype=np.uint8))
-    shorts = {min(small_view(img, s).size) for s in range(30)}
-    assert min(shorts) >= 48 and max(shorts) <= 112 and len(shorts) > 10
-    assert np.array_equal(np.asarray(small_view(img, 4)), np.asarray(small_view(img, 4)))
-    assert RETAKES["small"] is small_view
+    shorts = {min(view(img, s).size) for s in range(40)}
+    assert min(shorts) >= lo and max(shorts) <= hi and len(shorts) > 10
+    assert np.array_equal(np.asarray(view(img, 4)), np.asarray(view(img, 4)))
+    assert not np.array_equal(np.asarray(view(img, 4)), np.asarray(view(img, 5)))
 
 
 def test_source_view_is_seeded_and_changes_size_and_encoding():

@@ -49,9 +49,9 @@ def test_train_views_name_each_copy_and_start_with_the_image():
     from artlens.config import ConfigError
     from scripts import build_defaults
 
-    assert build_defaults.train_views({"train_views": [0, 1, {"retake": "small", "view": 1}]}) == [
-        ("source", 0), ("source", 1), ("small", 1)]
-    for bad in ([1], [0, {"retake": "tiny", "view": 1}], [0, {"retake": "small", "view": 0}], [0, "1"]):
+    assert build_defaults.train_views({"train_views": [0, 1, {"retake": "tiny", "view": 1}]}) == [
+        ("source", 0), ("source", 1), ("tiny", 1)]
+    for bad in ([1], [0, {"retake": "huge", "view": 1}], [0, {"retake": "small", "view": 0}], [0, "1"]):
         with pytest.raises(ConfigError, match="train_views"):
             build_defaults.train_views({"train_views": bad})
 

@@ -5,7 +5,8 @@ the backbone tokens cached per image (``artlens.features.image_tokens``): the fi
 
 - style: painter folds (every painter of both sources in one fold: unseen painters) and stratified random
   folds (known painters), three seeds; heads trained without one style at a time (the "none of these" rule);
-  JPEG 50 and 0.25x copies of 20 paintings a style, each scored by the fold that did not see its painter.
+  JPEG 50 and 0.25x copies of `perturb_per_style` paintings a style (40), each scored by the fold that did
+  not see its painter.
 - artist: 15% of each painter's paintings held out (three seeds), clean and upscaled to 900 px + JPEG 85.
 - origin: leave one generator out (each SD 1.5 checkpoint, FLUX.1-dev, DALL-E 2), a quarter of the
   painters of each human source per fold, every image at 224 px and JPEG q90 first; the shares called
