@@ -343,17 +343,25 @@ def generator_folds(rows: Sequence[OriginImage], k: int = 5, seed: int = 0,
              "test": [i for i in ai if fold_of[rows[i].group] == f]} for f in range(k)]
 
 
-def generator_threshold(known_top: np.ndarray, unseen_top: np.ndarray) -> float:
+def generator_threshold(known_top, unseen_top) -> float:
     """The top generator probability below which the answer is "unknown generator": the value that
     best separates the top probability on held-out prompts of known generators from that on images
-    of a generator left out of training (maximum of the two rates' mean)."""
-    cand = np.unique(np.concatenate([known_top, unseen_top]))
-    best, best_t = -1.0, 0.5
-    for t in cand:
-        score = (known_top >= t).mean() + (unseen_top < t).mean()
-        if score > best:
-            best, best_t = score, float(t)
-    return best_t
+    of a generator left out of training (maximum of the two rates' mean; the smallest such value).
+
+    Lists of arrays: one ``(known, unseen)`` pair per group (e.g. per left-out style), each group's mean of
+    the two rates averaged, so that every group counts alike however many images it has."""
+    ks = list(known_top) if isinstance(known_top, (list, tuple)) else [known_top]
+    us = list(unseen_top) if isinstance(unseen_top, (list, tuple)) else [unseen_top]
+    ks = [np.sort(np.asarray(k, float).ravel()) for k in ks]
+    us = [np.sort(np.asarray(u, float).ravel()) for u in us]
+    cand = np.unique(np.concatenate(ks + us))
+    if not len(cand):
+        return 0.5
+    score = np.zeros(len(cand))
+    for k, u in zip(ks, us):
+        # (k >= t).mean() + (u < t).mean() at every candidate t, by binary search
+        score += (len(k) - np.searchsorted(k, cand, "left")) / max(len(k), 1) + np.searchsorted(u, cand, "left") / max(len(u), 1)
+    return float(cand[score.argmax()])
 
 
 # ---------------------------------------------------------------- the whole measurement and the shipped heads

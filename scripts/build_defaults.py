@@ -523,7 +523,8 @@ def style_tables(res: dict) -> str:
     if res.get("open_set"):
         lines += ["", f"\"None of these\" (`known_style: false`): the top probability is below {res['min_score']:.3f}. "
                   "The rule is chosen on heads trained without one style at a time, painter-disjoint, as the value "
-                  "that best separates the left-out style's paintings from the known styles' (mean of the two rates); "
+                  "that best separates the left-out style's paintings from the known styles' (mean of the two rates, "
+                  "averaged over the left-out styles, every style alike); "
                   "each row above uses the rule chosen on the other 16 styles. At the shipped rule, "
                   f"{res['known_flagged']:.1%} of the known-style paintings of unseen painters are flagged; the rest are "
                   f"right {res['accuracy_kept']:.1%} of the time."]

@@ -96,6 +96,15 @@ def test_choose_min_score_separates_left_out_styles():
     assert rates["x"]["known_flagged"] == 0.5 and rates["x"]["n"] == 3
 
 
+def test_choose_min_score_weighs_every_left_out_style_alike():
+    scores = {"a": (np.array([0.5]), np.array([0.6])), "b": (np.array([0.7]), np.array([0.8]))}
+    t = paintings.choose_min_score(scores)
+    assert t == pytest.approx(0.6)
+    # fifty times as many paintings of "b" must not move the rule (pooled paintings would move it to 0.8)
+    many = {"a": scores["a"], "b": (np.repeat(scores["b"][0], 50), np.repeat(scores["b"][1], 50))}
+    assert paintings.choose_min_score(many) == pytest.approx(t)
+
+
 def test_style_on_painters_it_never_saw(data_dir, rows, style):
     test = _shipped_test(data_dir, rows)
     assert len({r.group for r in test}) >= 11 and len({r.label for r in test}) == 11  # every WikiArt style
