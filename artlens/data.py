@@ -133,7 +133,7 @@ def small_view(img: Image.Image, seed: int) -> Image.Image:
 
 def tiny_view(img: Image.Image, seed: int) -> Image.Image:
     """:func:`small_view` at 32-64 px (``retake="tiny"``): what a quarter-size copy of a 128-256 px
-    painting is. The style model's thumbnail copy (docs/experiments.md section 17)."""
+    painting is. Measured as the style model's thumbnail copy and not shipped (docs/experiments.md section 17)."""
     return _thumbnail(img, seed, 32, 64)
 
 

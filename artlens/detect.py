@@ -358,7 +358,7 @@ def generator_threshold(known_top, unseen_top) -> float:
     if not len(cand):
         return 0.5
     score = np.zeros(len(cand))
-    for k, u in zip(ks, us):
+    for k, u in zip(ks, us, strict=True):
         # (k >= t).mean() + (u < t).mean() at every candidate t, by binary search
         score += (len(k) - np.searchsorted(k, cand, "left")) / max(len(k), 1) + np.searchsorted(u, cand, "left") / max(len(u), 1)
     return float(cand[score.argmax()])
