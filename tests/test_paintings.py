@@ -143,7 +143,7 @@ def test_known_style_flags_a_style_the_model_does_not_know(data_dir, rows, style
 # paintings_styles10; wikiart_styles11 has none of them): two of movements it learned from WikiArt's painters
 # only, and three of movements it does not know (Byzantine icons, Mexican muralism, Realism).
 # docs/experiments.md section 19: 0.85 right on the first two; 61% of the last three flagged, 20% of the first two.
-WIKIART_ONLY = {"Andy_Warhol": "Pop_Art", "Jackson_Pollock": "Abstract_Expressionism"}
+WIKIART_ONLY = {p: paintings.UNTRAINED_PAINTERS[p][1] for p in ("Andy_Warhol", "Jackson_Pollock")}
 UNKNOWN_MOVEMENTS = ("Andrei_Rublev", "Diego_Rivera", "Gustave_Courbet")
 
 
@@ -167,6 +167,15 @@ def test_known_style_flags_movements_it_does_not_know_more_often(untrained_paint
     flag = lambda names: np.mean([not p["known_style"] for n in names for p in untrained_painters[n]])  # noqa: E731
     unknown, known = flag(UNKNOWN_MOVEMENTS), flag(WIKIART_ONLY)
     assert unknown >= 0.45 and unknown > known + 0.2, (unknown, known)
+
+
+def test_style_card_shows_the_untrained_painters_it_was_measured_on():
+    ev = json.loads((DEFAULTS_DIR / "style" / "evaluation.json").read_text())["untrained_painters"]
+    assert set(ev) == set(paintings.UNTRAINED_PAINTERS) and set(WIKIART_ONLY) | set(UNKNOWN_MOVEMENTS) <= set(ev)
+    card = (DEFAULTS_DIR / "style" / "README.md").read_text(encoding="utf-8")
+    for name, r in ev.items():
+        assert (r["right"] is None) == (paintings.UNTRAINED_PAINTERS[name][1] is None)
+        assert f"| {name.replace('_', ' ')} ({r['movement']}) | {r['n']} |" in card, name
 
 
 def test_cli_predict_json_says_whether_the_style_is_known(data_dir, capsys):
