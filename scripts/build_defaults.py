@@ -461,7 +461,8 @@ def style_sample(rows, per_style: int, seed: int = 0) -> list[int]:
 
 def measure_style(configs_dir: str | Path, data: Path, work: Path, holdout: bool = True, evaluate: bool = True):
     """The style recipe on the shared data: ``(recipe, rows, backbone, res)``, ``res`` from
-    :func:`artlens.paintings.measure_and_fit_style` plus the near duplicates dropped and the perturbation table."""
+    :func:`artlens.paintings.measure_and_fit_style` plus the near duplicates dropped, the perturbation table and the
+    shipped head on the Best Artworks painters it never trained on (:func:`untrained_painters`)."""
     from artlens import paintings
     from artlens.detect import token_matrix
     from artlens.features import image_tokens
@@ -501,6 +502,8 @@ def measure_style(configs_dir: str | Path, data: Path, work: Path, holdout: bool
         folds = paintings.painter_folds(rows, int(recipe["folds"]), int(recipe["seeds"][0]))
         res["perturbed"] = paintings.perturbed_accuracy(X, rows, folds, res["classes"], sample, cases, **kw)
         print("[style] unseen painters, perturbed: " + json.dumps(res["perturbed"]), flush=True)
+        res["untrained_painters"] = untrained_painters(backbone, data, canon, res["head"], res["classes"],
+                                                       res.get("min_score", 0.0))
     return recipe, rows, backbone, res
 
 
@@ -628,9 +631,6 @@ def build_style(args, data: Path, work: Path, out_dir: Path) -> dict:
             f"{res['num_train']} paintings; the {len(test)} paintings of {len({rows[i].group for i in test})} WikiArt "
             "painters are kept out for the tests (the test metrics above: painters it has never seen).")
     keep = {k: v for k, v in res.items() if k not in ("head", "test")}
-    if str(args.evaluate).lower() == "true":
-        keep["untrained_painters"] = untrained_painters(backbone, data, canon, res["head"], classes,
-                                                        res.get("min_score", 0.0))
     limits = ("Knows 17 styles and nothing else; a painting of another tradition or movement is answered with the "
               "closest of them unless its top probability is below the `known_style` rule (flagged "
               "\"none of these\"), which catches only part of them (the table). Six styles (Expressionism, "
