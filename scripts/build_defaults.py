@@ -503,31 +503,36 @@ def measure_style(configs_dir: str | Path, data: Path, work: Path, holdout: bool
         res["perturbed"] = paintings.perturbed_accuracy(X, rows, folds, res["classes"], sample, cases, **kw)
         print("[style] unseen painters, perturbed: " + json.dumps(res["perturbed"]), flush=True)
         res["untrained_painters"] = untrained_painters(backbone, data, canon, res["head"], res["classes"],
-                                                       res.get("min_score", 0.0))
+                                                       res.get("min_score"))
     return recipe, rows, backbone, res
 
 
-def untrained_painters(backbone, data: Path, canon: tuple, head, classes: list[str], min_score: float) -> dict:
+def untrained_painters(backbone, data: Path, canon: tuple, head, classes: list[str], min_score: float | None) -> dict:
     """The shipped style head on every painting of :data:`artlens.paintings.UNTRAINED_PAINTERS`: per painter, the
-    answers, the share right (where the movement is one of the styles) and the share flagged "none of these"."""
+    answers, the share right (where the movement is one of the styles) and the share flagged "none of these"
+    (None without a rule: ``--holdout false`` chooses none)."""
     from collections import Counter
 
     import numpy as np
 
+    from artlens.data import DataError
     from artlens.detect import softmax, token_matrix
     from artlens.features import image_tokens
     from artlens.paintings import UNTRAINED_PAINTERS
 
     out = {}
     for painter, (movement, style) in UNTRAINED_PAINTERS.items():
-        files = sorted(str(f) for f in (data / "paintings_artists50" / painter).glob("*.jpg"))
+        folder = Path(data) / "paintings_artists50" / painter
+        files = sorted(str(f) for f in folder.glob("*.jpg"))
+        if not files:
+            raise DataError(f"{folder}: no paintings; --data must hold paintings_artists50 with its 50 painter folders")
         X = token_matrix(image_tokens(backbone, files, canon, desc=f"style, {painter}"), [-1], ["cls"])
         p = softmax(X @ head[0].T + head[1])
         answers = [classes[j] for j in p.argmax(1)]
         out[painter] = {"movement": movement, "style": style, "n": len(files),
                         "answers": dict(Counter(answers).most_common(3)),
                         "right": float(np.mean([a == style for a in answers])) if style else None,
-                        "flagged": float((p.max(1) < min_score).mean())}
+                        "flagged": float((p.max(1) < min_score).mean()) if min_score is not None else None}
     return out
 
 
@@ -571,7 +576,8 @@ def style_tables(res: dict) -> str:
         for name, r in res["untrained_painters"].items():
             answers = ", ".join(f"{k} {v}" for k, v in r["answers"].items())
             right = f"{r['right']:.3f}" if r["right"] is not None else "(not one of the 17)"
-            lines.append(f"| {name.replace('_', ' ')} ({r['movement']}) | {r['n']} | {answers} | {right} | {r['flagged']:.3f} |")
+            flagged = f"{r['flagged']:.3f}" if r["flagged"] is not None else ""
+            lines.append(f"| {name.replace('_', ' ')} ({r['movement']}) | {r['n']} | {answers} | {right} | {flagged} |")
     return "\n".join(lines)
 
 
