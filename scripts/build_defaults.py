@@ -516,20 +516,24 @@ def untrained_painters(backbone, data: Path, canon: tuple, head, classes: list[s
     import numpy as np
 
     from artlens.data import DataError
-    from artlens.detect import softmax, token_matrix
+    from artlens.detect import linear_probs, token_matrix
     from artlens.features import image_tokens
     from artlens.paintings import UNTRAINED_PAINTERS
 
-    out = {}
-    for painter, (movement, style) in UNTRAINED_PAINTERS.items():
+    files = {}
+    for painter in UNTRAINED_PAINTERS:
         folder = Path(data) / "paintings_artists50" / painter
-        files = sorted(str(f) for f in folder.glob("*.jpg"))
-        if not files:
+        files[painter] = sorted(str(f) for f in folder.glob("*.jpg"))
+        if not files[painter]:
             raise DataError(f"{folder}: no paintings; --data must hold paintings_artists50 with its 50 painter folders")
-        X = token_matrix(image_tokens(backbone, files, canon, desc=f"style, {painter}"), [-1], ["cls"])
-        p = softmax(X @ head[0].T + head[1])
+    # one backbone call for all of them (one progress bar, one model fingerprint)
+    X = token_matrix(image_tokens(backbone, [f for fs in files.values() for f in fs], canon,
+                                  desc="style, untrained painters"), [-1], ["cls"])
+    P = np.split(linear_probs(X, head), np.cumsum([len(fs) for fs in files.values()])[:-1])
+    out = {}
+    for (painter, (movement, style)), p in zip(UNTRAINED_PAINTERS.items(), P):
         answers = [classes[j] for j in p.argmax(1)]
-        out[painter] = {"movement": movement, "style": style, "n": len(files),
+        out[painter] = {"movement": movement, "style": style, "n": len(p),
                         "answers": dict(Counter(answers).most_common(3)),
                         "right": float(np.mean([a == style for a in answers])) if style else None,
                         "flagged": float((p.max(1) < min_score).mean()) if min_score is not None else None}
