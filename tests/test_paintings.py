@@ -164,8 +164,10 @@ def test_styles_learned_from_wikiart_alone_on_best_artworks_painters(untrained_p
 
 
 def test_known_style_flags_movements_it_does_not_know_more_often(untrained_painters):
-    flag = lambda names: np.mean([not p["known_style"] for n in names for p in untrained_painters[n]])  # noqa: E731
-    unknown, known = flag(UNKNOWN_MOVEMENTS), flag(WIKIART_ONLY)
+    def flagged(names):
+        return np.mean([not p["known_style"] for n in names for p in untrained_painters[n]])
+
+    unknown, known = flagged(UNKNOWN_MOVEMENTS), flagged(WIKIART_ONLY)
     assert unknown >= 0.45 and unknown > known + 0.2, (unknown, known)
 
 
